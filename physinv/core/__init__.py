@@ -1,0 +1,1 @@
+"""Differentiable building blocks shared by every pipeline. Nothing here imports a pipeline."""

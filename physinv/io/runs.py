@@ -1,0 +1,32 @@
+"""Results of a command: metrics as ONE JSON object on the last stdout line and in ``metrics.json``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+from physinv.core.train import _jsonable, atomic_write_bytes
+
+
+def emit_metrics(metrics: Mapping[str, Any], run_dir: str | Path | None) -> dict[str, Any]:
+    """Write ``<run_dir>/metrics.json`` (atomically) and print the metrics as one JSON line.
+
+    Non-finite floats are written as ``null`` so the line is strict JSON.
+    """
+    clean = _finite(_jsonable(dict(metrics)))
+    if run_dir is not None:
+        atomic_write_bytes(Path(run_dir) / "metrics.json", (json.dumps(clean, indent=2) + "\n").encode())
+    print(json.dumps(clean), flush=True)
+    return clean
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
