@@ -1,0 +1,206 @@
+"""Input encodings for coordinate networks.
+
+* :func:`positional_encoding` — NeRF's Fourier features
+  ``gamma(p) = (p, sin(2^0 pi p), cos(2^0 pi p), ..., sin(2^(L-1) pi p), cos(2^(L-1) pi p))``
+  applied to each coordinate (inputs expected in [-1, 1], as in the paper).
+* :class:`HashGridEncoding` — instant-ngp's multi-resolution hash encoding (Müller et al. 2022),
+  in pure PyTorch: ``L`` levels of resolution ``N_l = floor(N_min * b^l)``,
+  ``b = exp((ln N_max - ln N_min) / (L - 1))``; a level whose ``(N_l + 1)^3`` vertices fit in the
+  table of ``T = 2^log2_table_size`` rows is indexed densely (one-to-one), the finer ones through
+  the spatial hash ``(x * 1) xor (y * 2654435761) xor (z * 805459861) mod T``; features of the 8
+  cell corners are blended trilinearly; the table is initialised U(-1e-4, 1e-4).
+* :func:`spherical_harmonics` — real spherical harmonics of a unit direction up to band
+  ``l_max <= 4``, i.e. ``(l_max + 1)^2`` coefficients (1, 4, 9, 16, 25). instant-ngp's
+  "SphericalHarmonics degree 4" is ``l_max = 3`` (16 coefficients); physinv names the band
+  explicitly to avoid that ambiguity. The sign convention is that of instant-ngp / tiny-cuda-nn and
+  3D Gaussian splatting: for ``m > 0`` ``sqrt(2) Re Y_l^m``, for ``m < 0`` ``sqrt(2) Im Y_l^|m|``
+  of the complex harmonics with the Condon–Shortley phase (``scipy.special.sph_harm_y``),
+  ordered ``m = -l .. l`` within each band.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+# ----------------------------------------------------------------------------------------------
+# Fourier features
+
+
+def positional_encoding(x: Tensor, n_freqs: int, include_input: bool = True) -> Tensor:
+    """NeRF positional encoding. x: (..., D) -> (..., D * (2 n_freqs + include_input)).
+
+    Order: ``[x, sin(2^0 pi x), cos(2^0 pi x), sin(2^1 pi x), cos(2^1 pi x), ...]``, each block D wide.
+    """
+    freqs = (2.0 ** torch.arange(n_freqs, device=x.device, dtype=x.dtype)) * math.pi  # (F,)
+    angles = x.unsqueeze(-2) * freqs.unsqueeze(-1)  # (..., F, D)
+    feats = torch.stack([torch.sin(angles), torch.cos(angles)], -2)  # (..., F, 2, D)
+    feats = feats.flatten(-3)
+    return torch.cat([x, feats], -1) if include_input else feats
+
+
+class FourierEncoding(nn.Module):
+    """Module form of :func:`positional_encoding`; ``out_dim`` is the encoded width."""
+
+    def __init__(self, in_dim: int, n_freqs: int, include_input: bool = True):
+        super().__init__()
+        self.in_dim, self.n_freqs, self.include_input = in_dim, n_freqs, include_input
+        self.out_dim = in_dim * (2 * n_freqs + int(include_input))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return positional_encoding(x, self.n_freqs, self.include_input)
+
+
+# ----------------------------------------------------------------------------------------------
+# multi-resolution hash grid
+
+HASH_PRIMES = (1, 2654435761, 805459861)
+_CORNERS = torch.tensor([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)], dtype=torch.long)  # (8, 3)
+
+
+def hash_grid_levels(n_levels: int, log2_table_size: int, base_resolution: int, finest_resolution: int) -> dict[str, Tensor]:
+    """Static per-level layout of a hash grid.
+
+    Returns ``resolution`` (L,) int64 ``N_l``, ``table_size`` (L,) rows per level (``(N_l+1)^3`` when
+    dense, else ``T``), ``offset`` (L,) first row of each level in the concatenated table, ``dense``
+    (L,) bool, and ``growth`` (0-d) the factor ``b``.
+    """
+    T = 2**log2_table_size
+    b = math.exp((math.log(finest_resolution) - math.log(base_resolution)) / max(n_levels - 1, 1))
+    res = [int(math.floor(base_resolution * b**lvl + 1e-9)) for lvl in range(n_levels)]
+    dense = [(r + 1) ** 3 <= T for r in res]
+    sizes = [(r + 1) ** 3 if d else T for r, d in zip(res, dense)]
+    offsets = [0]
+    for s in sizes[:-1]:
+        offsets.append(offsets[-1] + s)
+    return {
+        "resolution": torch.tensor(res, dtype=torch.long),
+        "table_size": torch.tensor(sizes, dtype=torch.long),
+        "offset": torch.tensor(offsets, dtype=torch.long),
+        "dense": torch.tensor(dense),
+        "growth": torch.tensor(b, dtype=torch.float64),
+    }
+
+
+def hash_grid_indices(corners: Tensor, resolution: Tensor, table_size: Tensor, dense: Tensor) -> Tensor:
+    """Integer vertex coordinates (..., L, 8, 3) -> row within each level's table (..., L, 8)."""
+    stride = (resolution + 1).view(-1, 1)  # (L, 1)
+    dense_idx = corners[..., 0] + corners[..., 1] * stride + corners[..., 2] * stride * stride
+    hashed = (corners[..., 0] * HASH_PRIMES[0]) ^ (corners[..., 1] * HASH_PRIMES[1]) ^ (corners[..., 2] * HASH_PRIMES[2])
+    hashed = hashed % table_size.view(-1, 1)
+    return torch.where(dense.view(-1, 1), dense_idx, hashed)
+
+
+def hash_grid_encode(x: Tensor, table: Tensor, resolution: Tensor, table_size: Tensor, offset: Tensor, dense: Tensor) -> Tensor:
+    """Multi-resolution hash encoding.
+
+    x: (N, 3) positions in [0, 1]^3 (clamped); table: (sum of table sizes, F) learnable features;
+    level layout from :func:`hash_grid_levels` (on x's device). Returns (N, L * F), level-major.
+    Differentiable w.r.t. ``x`` (piecewise linear) and ``table``.
+    """
+    x = x.clamp(0.0, 1.0)
+    res_f = resolution.to(x.dtype)
+    pos = x.unsqueeze(-2) * res_f.view(-1, 1)  # (N, L, 3) in vertex units
+    # the cell's lower corner; at x = 1 stay in the last cell with fraction 1
+    base = torch.minimum(pos.detach().floor().long(), (resolution - 1).view(-1, 1))
+    frac = pos - base.to(x.dtype)  # (N, L, 3)
+    corners_off = _CORNERS.to(x.device)  # (8, 3)
+    corners = base.unsqueeze(-2) + corners_off  # (N, L, 8, 3)
+    rows = hash_grid_indices(corners, resolution, table_size, dense) + offset.view(-1, 1)  # (N, L, 8)
+    # trilinear weights: prod over axes of frac (upper corner) or 1 - frac (lower corner)
+    f = frac.unsqueeze(-2)  # (N, L, 1, 3)
+    w = torch.where(corners_off.bool(), f, 1.0 - f).prod(-1)  # (N, L, 8)
+    feats = table.index_select(0, rows.reshape(-1)).view(*rows.shape, table.shape[-1])  # (N, L, 8, F)
+    out = (w.unsqueeze(-1).to(feats.dtype) * feats).sum(-2)  # (N, L, F)
+    return out.flatten(-2)
+
+
+class HashGridEncoding(nn.Module):
+    """instant-ngp hash encoding of points in [0, 1]^3 (map your scene box there first).
+
+    n_levels L (16), n_features F per level (2), log2_table_size (19: T = 2^19 rows per level),
+    base_resolution N_min (16), finest_resolution N_max (2048 in the paper for large scenes; a
+    64-pixel scene needs far less). ``out_dim = L * F``.
+    """
+
+    def __init__(self, n_levels: int = 16, n_features: int = 2, log2_table_size: int = 19, base_resolution: int = 16, finest_resolution: int = 2048, init_scale: float = 1e-4):
+        super().__init__()
+        self.n_levels, self.n_features, self.log2_table_size = n_levels, n_features, log2_table_size
+        self.base_resolution, self.finest_resolution = base_resolution, finest_resolution
+        layout = hash_grid_levels(n_levels, log2_table_size, base_resolution, finest_resolution)
+        for name in ("resolution", "table_size", "offset", "dense"):
+            self.register_buffer(name, layout[name], persistent=False)
+        self.growth = float(layout["growth"])
+        n_rows = int(layout["table_size"].sum())
+        self.table = nn.Parameter(torch.empty(n_rows, n_features).uniform_(-init_scale, init_scale))
+        self.out_dim = n_levels * n_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return hash_grid_encode(x, self.table, self.resolution, self.table_size, self.offset, self.dense)
+
+    def extra_repr(self) -> str:
+        return f"levels={self.n_levels}, features={self.n_features}, T=2^{self.log2_table_size}, N_min={self.base_resolution}, N_max={self.finest_resolution}, b={self.growth:.4f}"
+
+
+# ----------------------------------------------------------------------------------------------
+# real spherical harmonics
+
+_C0 = 0.28209479177387814
+_C1 = 0.4886025119029199
+_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
+_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154, -0.4570457994644658, 1.445305721320277, -0.5900435899266435)
+_C4 = (2.5033429417967046, -1.7701307697799304, 0.9461746957575601, -0.6690465435572892, 0.10578554691520431, -0.6690465435572892, 0.47308734787878004, -1.7701307697799304, 0.6258357354491761)
+
+
+def spherical_harmonics(dirs: Tensor, l_max: int) -> Tensor:
+    """Real SH basis of unit directions: dirs (..., 3) -> (..., (l_max + 1)^2), 0 <= l_max <= 4.
+
+    Orthonormal on the sphere (``integral Y_i Y_j d omega = delta_ij``); convention in the module doc.
+    """
+    if not 0 <= l_max <= 4:
+        raise ValueError(f"spherical_harmonics: l_max must be in 0..4, got {l_max}")
+    x, y, z = dirs.unbind(-1)
+    out = [torch.full_like(x, _C0)]
+    if l_max >= 1:
+        out += [-_C1 * y, _C1 * z, -_C1 * x]
+    if l_max >= 2:
+        xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
+        out += [_C2[0] * xy, _C2[1] * yz, _C2[2] * (2 * zz - xx - yy), _C2[3] * xz, _C2[4] * (xx - yy)]
+    if l_max >= 3:
+        out += [
+            _C3[0] * y * (3 * xx - yy),
+            _C3[1] * xy * z,
+            _C3[2] * y * (4 * zz - xx - yy),
+            _C3[3] * z * (2 * zz - 3 * xx - 3 * yy),
+            _C3[4] * x * (4 * zz - xx - yy),
+            _C3[5] * z * (xx - yy),
+            _C3[6] * x * (xx - 3 * yy),
+        ]
+    if l_max >= 4:
+        out += [
+            _C4[0] * xy * (xx - yy),
+            _C4[1] * yz * (3 * xx - yy),
+            _C4[2] * xy * (7 * zz - 1),
+            _C4[3] * yz * (7 * zz - 3),
+            _C4[4] * (zz * (35 * zz - 30) + 3),
+            _C4[5] * xz * (7 * zz - 3),
+            _C4[6] * (xx - yy) * (7 * zz - 1),
+            _C4[7] * xz * (xx - 3 * yy),
+            _C4[8] * (xx * (xx - 3 * yy) - yy * (3 * xx - yy)),
+        ]
+    return torch.stack(out, -1)
+
+
+class SHEncoding(nn.Module):
+    """Module form of :func:`spherical_harmonics`; ``out_dim = (l_max + 1)^2``."""
+
+    def __init__(self, l_max: int = 3):
+        super().__init__()
+        if not 0 <= l_max <= 4:
+            raise ValueError(f"SHEncoding: l_max must be in 0..4, got {l_max}")
+        self.l_max, self.out_dim = l_max, (l_max + 1) ** 2
+
+    def forward(self, dirs: Tensor) -> Tensor:
+        return spherical_harmonics(dirs, self.l_max)

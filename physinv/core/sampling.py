@@ -1,0 +1,231 @@
+"""Where to put samples along rays: ray–box clipping, stratified bins, NeRF's hierarchical
+inverse-CDF sampling, and an occupancy grid that skips empty space (instant-ngp, nerfacc).
+
+Distances ``t`` are in scene units along unit-length ray directions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def ray_aabb_intersect(origins: Tensor, dirs: Tensor, aabb: Tensor, near_min: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+    """Slab test of rays against an axis-aligned box.
+
+    origins, dirs: (R, 3); aabb: (2, 3) min and max corners.
+    Returns t_near (R,), t_far (R,) (t_near clamped to ``near_min``, so a camera inside the box
+    starts at its own position) and hit (R,) bool (the ray meets the box in front of ``near_min``).
+    """
+    safe = torch.where(dirs.abs() < 1e-12, torch.full_like(dirs, 1e-12) * torch.where(dirs < 0, -1.0, 1.0), dirs)
+    inv = 1.0 / safe
+    t0 = (aabb[0] - origins) * inv
+    t1 = (aabb[1] - origins) * inv
+    t_near = torch.minimum(t0, t1).amax(-1).clamp(min=near_min)
+    t_far = torch.maximum(t0, t1).amin(-1)
+    hit = t_far > t_near
+    return t_near, t_far, hit
+
+
+def stratified_samples(near: Tensor, far: Tensor, n_samples: int, perturb: bool = True, generator: torch.Generator | None = None) -> Tensor:
+    """NeRF's stratified sampling: one sample drawn uniformly in each of ``n_samples`` equal bins.
+
+    near, far: (R,) distances. Returns t (R, n_samples), sorted; with ``perturb=False`` the bin
+    centres (deterministic, for evaluation).
+    """
+    R = near.shape[0]
+    u = torch.arange(n_samples, device=near.device, dtype=near.dtype)
+    if perturb:
+        jitter = torch.rand(R, n_samples, generator=generator, device=generator.device if generator is not None else near.device, dtype=near.dtype)
+        u = u + jitter.to(near.device)
+    else:
+        u = (u + 0.5).expand(R, n_samples)
+    return near.unsqueeze(-1) + (far - near).unsqueeze(-1) * (u / n_samples)
+
+
+def intervals_from_samples(t: Tensor, far: Tensor) -> Tensor:
+    """Quadrature lengths for samples t (R, S): ``delta_i = t_{i+1} - t_i`` and ``far - t_S`` for the last.
+
+    (NeRF uses 1e10 for the last interval, which makes every ray opaque; ending at ``far`` keeps the
+    background visible through empty space.)
+    """
+    return torch.cat([t[:, 1:] - t[:, :-1], (far.unsqueeze(-1) - t[:, -1:]).clamp(min=0.0)], -1)
+
+
+def sample_pdf(bins: Tensor, weights: Tensor, n_samples: int, deterministic: bool = False, generator: torch.Generator | None = None, eps: float = 1e-5) -> Tensor:
+    """Inverse-transform sampling of a piecewise-constant pdf (NeRF's ``sample_pdf``).
+
+    bins: (R, B+1) sorted bin edges; weights: (R, B) non-negative bin weights (any scale).
+    Returns (R, n_samples) distances distributed with density proportional to ``weights`` in each
+    bin (uniform inside a bin). ``deterministic`` uses evenly spaced quantiles instead of uniform
+    random ones. The result carries no gradient to ``weights`` or ``bins`` (as in NeRF).
+    """
+    bins, weights = bins.detach(), weights.detach()
+    weights = weights + eps  # no zero-probability bins: keeps the CDF strictly increasing
+    pdf = weights / weights.sum(-1, keepdim=True)
+    cdf = torch.cat([torch.zeros_like(pdf[:, :1]), torch.cumsum(pdf, -1)], -1)  # (R, B+1)
+    cdf[:, -1] = 1.0
+    R = bins.shape[0]
+    if deterministic:
+        u = torch.linspace(0.0, 1.0, n_samples, device=bins.device, dtype=bins.dtype).expand(R, n_samples).contiguous()
+    else:
+        u = torch.rand(R, n_samples, generator=generator, device=generator.device if generator is not None else bins.device, dtype=bins.dtype).to(bins.device)
+    idx = torch.searchsorted(cdf, u, right=True)
+    below = (idx - 1).clamp(min=0, max=cdf.shape[-1] - 1)
+    above = idx.clamp(max=cdf.shape[-1] - 1)
+    cdf_lo, cdf_hi = cdf.gather(-1, below), cdf.gather(-1, above)
+    bin_lo, bin_hi = bins.gather(-1, below), bins.gather(-1, above)
+    denom = cdf_hi - cdf_lo
+    denom = torch.where(denom < eps, torch.ones_like(denom), denom)
+    frac = (u - cdf_lo) / denom
+    return bin_lo + frac * (bin_hi - bin_lo)
+
+
+# ----------------------------------------------------------------------------------------------
+# uniform marching and the occupancy grid
+
+
+def march_uniform(t_near: Tensor, t_far: Tensor, step: float, max_samples: int | None = None, jitter: Tensor | None = None) -> dict[str, Tensor]:
+    """Packed equal steps of length ``step`` along each ray from t_near to t_far.
+
+    t_near, t_far: (R,); rays with t_far <= t_near get no samples. ``jitter`` (R,) in [0, 1)
+    shifts every ray's sample grid (stratified marching); None puts samples at interval centres.
+    ``max_samples`` caps the samples per ray.
+    Returns packed ``ray_indices`` (M,), ``t_starts`` (M,), ``t_ends`` (M,) (intervals, sorted per ray).
+    """
+    length = (t_far - t_near).clamp(min=0.0)
+    counts = torch.ceil(length / step).long()
+    if jitter is not None:  # one more interval: the grid is shifted by jitter * step
+        counts = torch.where(length > 0, counts + 1, counts)
+    if max_samples is not None:
+        counts = counts.clamp(max=max_samples)
+    R = t_near.shape[0]
+    ray_indices = torch.repeat_interleave(torch.arange(R, device=t_near.device), counts)
+    offsets = torch.cumsum(counts, 0) - counts
+    local = (torch.arange(ray_indices.numel(), device=t_near.device) - offsets[ray_indices]).to(t_near.dtype)
+    tn, tf = t_near[ray_indices], t_far[ray_indices]
+    if jitter is None:
+        t_starts = tn + local * step
+        t_ends = torch.minimum(t_starts + step, tf)
+    else:
+        j = jitter[ray_indices]
+        t_starts = torch.maximum(tn + (local - 1.0 + j) * step, tn)
+        t_ends = torch.minimum(tn + (local + j) * step, tf)
+        keep = t_ends > t_starts
+        ray_indices, t_starts, t_ends = ray_indices[keep], t_starts[keep], t_ends[keep]
+    return {"ray_indices": ray_indices, "t_starts": t_starts, "t_ends": t_ends}
+
+
+class OccupancyGrid(nn.Module):
+    """A ``res³`` grid over an axis-aligned box that remembers where density has been seen.
+
+    Each cell holds an exponential moving average of the *maximum* density found in it
+    (instant-ngp §4: ``d <- max(decay * d, sigma(x))`` at a random point ``x`` of the cell), and a
+    cell is occupied when its density exceeds ``min(threshold, mean density)`` — the mean guard of
+    instant-ngp keeps some cells alive while the field is still dim. ``threshold`` is a density in
+    1/m multiplied by ``step`` when given (``density * step > threshold``, i.e. an opacity per
+    marching step, as nerfacc does), else a density.
+
+    One random point per cell sees only part of a cell that a surface cuts, so a cell whose density
+    lies in a corner can be missed for many updates; with ``dilate`` (default) the occupied mask is
+    grown by one cell (a 3x3x3 max), which keeps such boundary cells alive at little cost.
+
+    Marching (:meth:`sample`) emits packed samples only in occupied cells.
+    """
+
+    def __init__(self, aabb: Tensor, resolution: int = 128, decay: float = 0.95, threshold: float = 0.01, step: float | None = None, warmup_steps: int = 256, dilate: bool = True):
+        super().__init__()
+        self.resolution, self.decay, self.threshold, self.step, self.warmup_steps = int(resolution), float(decay), float(threshold), step, int(warmup_steps)
+        self.dilate = bool(dilate)
+        self.register_buffer("aabb", aabb.detach().clone().float())
+        n = self.resolution**3
+        self.register_buffer("density", torch.zeros(n))
+        # start fully occupied: nothing is culled before the field has been looked at
+        self.register_buffer("occupied", torch.ones(n, dtype=torch.bool))
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    # -- geometry
+    def cell_centres(self, cells: Tensor, jitter: Tensor | None = None) -> Tensor:
+        """Flat cell indices (K,) -> world points (K, 3) (cell centre, or ``jitter`` (K, 3) in [0, 1) inside it)."""
+        r = self.resolution
+        ijk = torch.stack([cells // (r * r), (cells // r) % r, cells % r], -1).to(self.aabb.dtype)
+        frac = (ijk + (0.5 if jitter is None else jitter)) / r
+        return self.aabb[0] + frac * (self.aabb[1] - self.aabb[0])
+
+    def cells_of(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        """World points (K, 3) -> flat cell indices (K,) and inside-the-box mask (K,)."""
+        r = self.resolution
+        u = (points - self.aabb[0]) / (self.aabb[1] - self.aabb[0])
+        inside = ((u >= 0) & (u <= 1)).all(-1)
+        ijk = (u * r).long().clamp(0, r - 1)
+        return ijk[:, 0] * r * r + ijk[:, 1] * r + ijk[:, 2], inside
+
+    def is_occupied(self, points: Tensor) -> Tensor:
+        """(K, 3) world points -> (K,) bool: inside the box and in an occupied cell."""
+        cells, inside = self.cells_of(points)
+        return self.occupied[cells] & inside
+
+    # -- update
+    @torch.no_grad()
+    def update(self, density_fn, n_cells: int | None = None, generator: torch.Generator | None = None) -> None:
+        """One EMA update: evaluate ``density_fn(points (K, 3)) -> (K,)`` at a random point of each chosen cell.
+
+        During the first ``warmup_steps`` updates every cell is visited; afterwards ``n_cells``
+        (default: a quarter of the grid) uniformly random cells plus as many occupied ones, as
+        instant-ngp does. Unvisited cells decay too.
+        """
+        device = self.density.device
+        n_total = self.density.numel()
+        if int(self.updates) < self.warmup_steps:
+            cells = torch.arange(n_total, device=device)
+        else:
+            k = n_cells or n_total // 4
+            rand_cells = torch.randint(0, n_total, (k,), device=device)
+            occ = self.occupied.nonzero().squeeze(-1)
+            if occ.numel() > 0:
+                occ = occ[torch.randint(0, occ.numel(), (k,), device=device)]
+            cells = torch.cat([rand_cells, occ])
+        fresh = torch.zeros_like(self.density)
+        for chunk in cells.split(1 << 18):
+            pts = self.cell_centres(chunk, torch.rand(chunk.numel(), 3, device=device))
+            sigma = density_fn(pts).float().reshape(-1)
+            fresh.scatter_reduce_(0, chunk, sigma, "amax", include_self=True)
+        self.density.copy_(torch.maximum(self.density * self.decay, fresh))
+        self.updates += 1
+        self.refresh()
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Recompute the occupied mask from the stored densities."""
+        d = self.density * (self.step if self.step is not None else 1.0)
+        thresh = min(self.threshold, float(d.mean()))
+        occ = d > thresh
+        if self.dilate:
+            r = self.resolution
+            occ = torch.nn.functional.max_pool3d(occ.view(1, 1, r, r, r).float(), 3, stride=1, padding=1).view(-1) > 0
+        self.occupied.copy_(occ)
+
+    # -- marching
+    def sample(self, origins: Tensor, dirs: Tensor, step: float, perturb: bool = False, max_samples: int | None = None, near_min: float = 0.0) -> dict[str, Tensor]:
+        """Packed marching samples in occupied cells only.
+
+        origins, dirs: (R, 3). Equal steps of ``step`` between the box entry and exit (jittered per
+        ray when ``perturb``); a sample is kept when its midpoint lies in an occupied cell.
+        Returns ``ray_indices``, ``t_starts``, ``t_ends`` (M,) and ``t_near``, ``t_far`` (R,).
+        """
+        t_near, t_far, hit = ray_aabb_intersect(origins, dirs, self.aabb.to(origins.dtype), near_min)
+        t_far = torch.where(hit, t_far, t_near)
+        jitter = torch.rand(origins.shape[0], device=origins.device, dtype=origins.dtype) if perturb else None
+        s = march_uniform(t_near, t_far, step, max_samples=max_samples, jitter=jitter)
+        mid = 0.5 * (s["t_starts"] + s["t_ends"])
+        pts = origins[s["ray_indices"]] + dirs[s["ray_indices"]] * mid.unsqueeze(-1)
+        keep = self.is_occupied(pts)
+        out = {k: v[keep] for k, v in s.items()}
+        out.update(t_near=t_near, t_far=t_far)
+        return out
+
+
+def grid_step_for(aabb: Tensor, n_steps: int) -> float:
+    """Marching step that crosses the box diagonal in ``n_steps`` steps (scene units)."""
+    return float(torch.linalg.norm(aabb[1] - aabb[0])) / n_steps
+
