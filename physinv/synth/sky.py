@@ -1,0 +1,111 @@
+"""Procedural sky + sun environment maps and the equirectangular convention physinv uses.
+
+Convention (world +z is up; the same one Mitsuba sees through :func:`envmap_to_world`): pixel
+(row v, column u) of an H x W map holds the radiance arriving *from* direction
+
+    theta = pi * (v + 0.5) / H          (polar angle from +z)
+    phi   = 2 pi * (u + 0.5) / W
+    d     = (-sin(theta) cos(phi), sin(theta) sin(phi), cos(theta))
+
+so row 0 is the zenith, the middle row the horizon, and the centre column looks along +x.
+The sun is a spherical-Gaussian lobe ``intensity * exp(sharpness * (cos(gamma) - 1))`` (gamma: the
+angle to the sun), so SG-based relighting methods can represent it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class SkyParams:
+    """Parameters of the procedural sky (colours are linear RGB radiance, angles in degrees)."""
+
+    sun_elevation_deg: float = 45.0
+    sun_azimuth_deg: float = 30.0  # from +x towards +y
+    sun_intensity: float = 40.0
+    sun_colour: list[float] = field(default_factory=lambda: [1.0, 0.95, 0.85])
+    sun_size_deg: float = 4.0  # angular radius where the lobe falls to 1/e
+    zenith_colour: list[float] = field(default_factory=lambda: [0.25, 0.4, 0.8])
+    horizon_colour: list[float] = field(default_factory=lambda: [0.8, 0.85, 0.9])
+    ground_colour: list[float] = field(default_factory=lambda: [0.25, 0.22, 0.2])
+    intensity: float = 1.0  # overall scale
+    height: int = 64  # map resolution: height x (2 * height)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def equirect_directions(height: int, width: int) -> np.ndarray:
+    """(H, W, 3) unit directions of the pixel centres of an equirectangular map (convention above)."""
+    theta = np.pi * (np.arange(height) + 0.5) / height
+    phi = 2.0 * np.pi * (np.arange(width) + 0.5) / width
+    st, ct = np.sin(theta)[:, None], np.cos(theta)[:, None]
+    return np.stack(np.broadcast_arrays(-st * np.cos(phi)[None], st * np.sin(phi)[None], ct), -1)
+
+
+def direction_to_equirect(directions: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Unit directions (..., 3) -> continuous pixel positions (..., 2) as (u, v) (pixel centres at +0.5)."""
+    d = np.asarray(directions, dtype=np.float64)
+    theta = np.arccos(np.clip(d[..., 2], -1.0, 1.0))
+    phi = np.mod(np.arctan2(d[..., 1], -d[..., 0]), 2 * np.pi)
+    return np.stack([phi / (2 * np.pi) * width, theta / np.pi * height], -1)
+
+
+def sun_direction(params: SkyParams) -> np.ndarray:
+    """(3,) unit direction towards the sun."""
+    el, az = math.radians(params.sun_elevation_deg), math.radians(params.sun_azimuth_deg)
+    return np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
+
+
+def sky_radiance(directions: np.ndarray, params: SkyParams) -> np.ndarray:
+    """Linear RGB radiance (..., 3) arriving from unit ``directions`` (..., 3)."""
+    d = np.asarray(directions, dtype=np.float64)
+    up = d[..., 2:3]
+    zen, hor, gnd = (np.asarray(c, dtype=np.float64) for c in (params.zenith_colour, params.horizon_colour, params.ground_colour))
+    # sky: horizon -> zenith with a square-root profile (brighter band near the horizon)
+    t = np.sqrt(np.clip(up, 0.0, 1.0))
+    sky = hor * (1 - t) + zen * t
+    # smooth blend into the ground over ~3 degrees below the horizon, so the map has no hard seam
+    g = np.clip(-up / 0.05, 0.0, 1.0)
+    radiance = sky * (1 - g) + gnd * g
+    sharpness = 1.0 / max(1.0 - math.cos(math.radians(params.sun_size_deg)), 1e-8)
+    cos_gamma = d @ sun_direction(params)
+    sun = params.sun_intensity * np.asarray(params.sun_colour, dtype=np.float64) * np.exp(sharpness * (cos_gamma[..., None] - 1.0))
+    return (params.intensity * (radiance + sun)).astype(np.float32)
+
+
+def sky_map(params: SkyParams) -> np.ndarray:
+    """(H, 2H, 3) float32 equirectangular map of the sky (H = ``params.height``)."""
+    h = int(params.height)
+    return sky_radiance(equirect_directions(h, 2 * h), params)
+
+
+def light_variations(k: int, base: SkyParams) -> list[SkyParams]:
+    """``k`` distinct skies for varying-illumination training: the sun walks around the azimuth,
+    its elevation alternates between high and low, and its colour between warm, neutral and cool."""
+    if k <= 1:
+        return [base]
+    colours = ([1.0, 0.75, 0.5], [1.0, 0.97, 0.92], [0.8, 0.88, 1.0])
+    zeniths = ([0.35, 0.35, 0.55], [0.25, 0.4, 0.8], [0.2, 0.35, 0.9])
+    out = [base]
+    for i in range(1, k):
+        p = SkyParams(**base.to_dict())
+        p.sun_azimuth_deg = (base.sun_azimuth_deg + 360.0 * i / k) % 360.0
+        p.sun_elevation_deg = 20.0 + 50.0 * ((i * 0.618034) % 1.0)
+        p.sun_colour = list(colours[i % 3])
+        p.zenith_colour = list(zeniths[i % 3])
+        out.append(p)
+    return out
+
+
+def envmap_to_world() -> np.ndarray:
+    """(4, 4) Mitsuba ``to_world`` of the ``envmap`` emitter that realises this module's convention.
+
+    Mitsuba looks up local direction v at u = atan2(v.x, -v.z) / 2pi, v = acos(v.y) / pi; mapping
+    local (x, y, z) to world (y, z, x) makes that u = atan2(d_y, -d_x) / 2pi and v = acos(d_z) / pi.
+    """
+    return np.array([[0.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
