@@ -20,12 +20,27 @@ _HDR_EXTS = (".exr", ".hdr")
 def _load(path: Path) -> np.ndarray:
     if not path.is_file():
         raise input_error(path, None, "image not found")
+    if path.suffix.lower() == ".png":  # OpenCV keeps 16-bit colour PNGs (Pillow truncates them to 8 bit)
+        import cv2
+
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if raw is None:
+            raise input_error(path, None, "cannot read image (not a valid PNG file)")
+        return _bgr_to_rgb(raw)
     try:
         import imageio.v3 as iio
 
         return np.asarray(iio.imread(path))
     except Exception as err:  # noqa: BLE001 - a decoder failure means a bad file
         raise input_error(path, None, f"cannot read image ({type(err).__name__}: {err})") from None
+
+
+def _bgr_to_rgb(raw: np.ndarray) -> np.ndarray:
+    if raw.ndim == 3 and raw.shape[-1] == 3:
+        return np.ascontiguousarray(raw[..., ::-1])
+    if raw.ndim == 3 and raw.shape[-1] == 4:
+        return np.ascontiguousarray(raw[..., [2, 1, 0, 3]])
+    return raw
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -109,6 +124,12 @@ def write_image(path: str | Path, array: np.ndarray, bits: int = 8) -> Path:
             raise PhysinvError(f"{path}: bits must be 8 or 16, got {bits}")
         array = to_uint(array, bits)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if array.dtype == np.uint16 and array.ndim == 3:  # Pillow cannot write 16-bit colour
+        import cv2
+
+        if path.suffix.lower() != ".png" or not cv2.imwrite(str(path), _bgr_to_rgb(array)):  # RGB<->BGR is its own inverse
+            raise PhysinvError(f"{path}: 16-bit colour images must be PNG")
+        return path
     import imageio.v3 as iio
 
     iio.imwrite(path, array)

@@ -64,7 +64,8 @@ class Frame:
 class Transforms:
     """A parsed ``transforms.json``: its path, frames, and top-level extras
     (``aabb_scale``, ``aabb`` [[x,y,z],[x,y,z]], ``envmaps`` (list of dicts whose ``file_path`` is an
-    absolute Path), ``background`` [r,g,b], ``dialect`` (as detected on read), and any other key)."""
+    absolute Path), ``background`` [r,g,b], ``objects`` (physinv.synth: [{id, name, mesh (absolute Path),
+    material}]), ``dialect`` (as detected on read), and any other key)."""
 
     path: Path
     frames: list[Frame]
@@ -157,7 +158,7 @@ def image_size(path: Path, where: str) -> tuple[int, int]:
 def _detect_dialect(data: dict) -> str:
     frames = data.get("frames") or []
     per_frame = any(isinstance(f, dict) and any(k in f for k in _INTRINSIC_KEYS) for f in frames)
-    if per_frame or "camera_model" in data or any(isinstance(f, dict) and "mask_path" in f for f in frames):
+    if per_frame or "camera_model" in data:
         return "nerfstudio"
     if "fl_x" in data:
         return "ngp"
@@ -274,6 +275,14 @@ def _check_top_extras(extras: dict, name: str, base: Path) -> None:
             p = Path(e["file_path"])
             resolved.append({**e, "file_path": Path(os.path.normpath(p if p.is_absolute() else base / p))})
         extras["envmaps"] = resolved
+    if "objects" in extras and isinstance(extras["objects"], list):  # physinv.synth: ground-truth meshes per instance id
+        resolved = []
+        for e in extras["objects"]:
+            if isinstance(e, dict) and isinstance(e.get("mesh"), str):
+                p = Path(e["mesh"])
+                e = {**e, "mesh": Path(os.path.normpath(p if p.is_absolute() else base / p))}
+            resolved.append(e)
+        extras["objects"] = resolved
 
 
 # ----------------------------------------------------------------------------------------------

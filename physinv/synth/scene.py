@@ -47,6 +47,7 @@ from physinv.synth.variant import select_variant, use_variant
 
 _INSTANCE_SCALE = 1024.0  # instance k is rendered as a diffuse albedo of k / 1024 (exact in float32)
 MAX_OBJECTS = 1023
+NEAR_CLIP = 1e-4  # Mitsuba starts camera rays on the near plane; the depth maps add this back
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,7 +205,7 @@ def _sensor(mi, c2w: np.ndarray, intrinsics: np.ndarray, width: int, height: int
         "fov_axis": "x",
         "principal_point_offset_x": (cx - 0.5 * width) / width,
         "principal_point_offset_y": (cy - 0.5 * height) / height,
-        "near_clip": 1e-3,
+        "near_clip": NEAR_CLIP,
         "far_clip": 1e4,
         "to_world": mi.ScalarTransform4f(to_world.tolist()),
         "film": {"type": "hdrfilm", "width": width, "height": height, "pixel_format": "rgba", "rfilter": {"type": "box"}},
@@ -405,7 +406,7 @@ def synthesize_with_info(
                 _write_rgba(stem.with_suffix(".png"), rgba)
                 extras: dict = {"light": light}
                 exact = _sensor(mi, c2w, intrinsics, res, res, 1, exact=True)
-                extras.update(_write_maps(mi, stem, maps_scene, ids_scene, exact))
+                extras.update(_write_maps(mi, stem, maps_scene, ids_scene, exact, intrinsics))
                 frames.append(Frame(stem.with_suffix(".png"), c2w, intrinsics.copy(), res, res, extras))
                 done += 1
                 bar.update(task, advance=1)
@@ -445,10 +446,19 @@ def _write_rgba(path: Path, rgba: np.ndarray) -> None:
     write_image(path, np.concatenate([linear_to_srgb(np.clip(rgb, 0.0, None)), alpha], -1))
 
 
-def _write_maps(mi, stem: Path, maps_scene, ids_scene, sensor) -> dict:
+def _near_plane_offset(intrinsics: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(H, W) distance from the camera centre to the near plane along each pixel-centre ray."""
+    fx, fy, cx, cy = (float(v) for v in intrinsics)
+    u = (np.arange(width) + 0.5 - cx) / fx
+    v = (np.arange(height) + 0.5 - cy) / fy
+    return NEAR_CLIP * np.sqrt(1.0 + u[None, :] ** 2 + v[:, None] ** 2)
+
+
+def _write_maps(mi, stem: Path, maps_scene, ids_scene, sensor, intrinsics: np.ndarray) -> dict:
     bitmap = _render(mi, maps_scene, sensor, 0, 1)  # R G B A dd nn.xyz alb.rgb
     hit = bitmap[..., 4] > 0  # the aov integrator leaves alpha at 0: a hit is a positive distance
-    depth = np.where(hit, bitmap[..., 4], 0.0).astype(np.float32)
+    h, w = hit.shape
+    depth = np.where(hit, bitmap[..., 4].astype(np.float64) + _near_plane_offset(intrinsics, w, h), 0.0).astype(np.float32)
     normal = bitmap[..., 5:8]
     normal = normal / np.maximum(np.linalg.norm(normal, axis=-1, keepdims=True), 1e-12)
     normal = np.where(hit[..., None], normal, 0.0).astype(np.float32)
