@@ -175,9 +175,8 @@ def _build_scene(mi, variant: str, objects, meshes, bsdfs: list[dict], integrato
     scene: dict = {"type": "scene", "integrator": integrator}
     for k, (obj, mesh, bsdf) in enumerate(zip(objects, meshes, bsdfs)):
         key = f"obj{k + 1:03d}"
-        if obj.shape == "sphere":  # analytic: exact depth and normals
-            m = object_transform(obj)
-            scene[key] = {"type": "sphere", "center": m[:3, 3].tolist(), "radius": float(obj.scale[0]), "bsdf": bsdf}
+        if obj.shape == "sphere":  # analytic: exact depth and normals; to_world also turns its texture
+            scene[key] = {"type": "sphere", "to_world": mi.ScalarTransform4f(object_transform(obj).tolist()), "bsdf": bsdf}
         else:
             scene[key] = _mesh_with_bsdf(mi, variant, key, mesh, bsdf)
     if emitter is not None:
@@ -392,6 +391,7 @@ def synthesize_with_info(
     }
     seed_base = int(seed) * 1_000_003
     done = 0
+    test_maps: list[dict] = []
     with progress_bar(disable=not progress) as bar:
         task = bar.add_task("synth", total=total, info=variant)
         for split, (poses, light_names) in splits.items():
@@ -405,11 +405,16 @@ def synthesize_with_info(
                 rgba = _render(mi, scenes[light], rgb_sensor, seed_base + done, spp)
                 _write_rgba(stem.with_suffix(".png"), rgba)
                 extras: dict = {"light": light}
-                exact = _sensor(mi, c2w, intrinsics, res, res, 1, exact=True)
-                extras.update(_write_maps(mi, stem, maps_scene, ids_scene, exact, intrinsics))
+                if split == "relight":  # same cameras as the test split: same geometric maps
+                    extras.update({k: v for k, v in test_maps[i].items() if k != "light"})
+                else:
+                    exact = _sensor(mi, c2w, intrinsics, res, res, 1, exact=True)
+                    extras.update(_write_maps(mi, stem, maps_scene, ids_scene, exact, intrinsics))
                 frames.append(Frame(stem.with_suffix(".png"), c2w, intrinsics.copy(), res, res, extras))
                 done += 1
                 bar.update(task, advance=1)
+            if split == "test":
+                test_maps = [f.extras for f in frames]
             write_transforms(out / f"transforms_{split}.json", Transforms(out / f"transforms_{split}.json", frames, dict(common)), dialect="blender")
 
     seconds = time.perf_counter() - t0

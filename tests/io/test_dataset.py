@@ -80,3 +80,22 @@ def test_missing_map_is_named(tiny_scene, tmp_path):
         load_views(data, "train", maps=("depth",))
     with pytest.raises(PhysinvError, match="unknown map kind"):
         load_views(data, "train", maps=("colour",))
+
+
+@pytest.mark.parametrize("dialect", ["ngp", "nerfstudio"])
+def test_other_dialects_load_the_same_views(tiny_scene, tmp_path, dialect):
+    """Rewrite the synthesized split in another dialect (nerfstudio with masks from alpha) and reload it."""
+    from physinv.io.transforms import read_transforms, write_transforms
+
+    blender = load_views(tiny_scene, "test")
+    t = read_transforms(tiny_scene / "transforms_test.json")
+    for i, frame in enumerate(t.frames):
+        frame.extras = {"mask_path": tmp_path / f"mask_{i}.png"}
+        write_image(frame.extras["mask_path"], (read_image(frame.image_path)[..., 3] > 0.5).astype(np.uint8) * 255)
+    write_transforms(tmp_path / "transforms.json", t, dialect)
+    other = load_views(tmp_path, "test", maps=("mask",))
+    assert other.source.name == "transforms.json"
+    torch.testing.assert_close(other.c2w, blender.c2w, rtol=0, atol=0)
+    torch.testing.assert_close(other.intrinsics, blender.intrinsics)
+    torch.testing.assert_close(other.images, blender.images)
+    torch.testing.assert_close(other.maps["mask"], (blender.alpha > 0.5).float())
