@@ -323,6 +323,12 @@ def synthesize_with_info(
     meshes = [object_mesh(o) for o in scene_spec.objects]
     aabb = _scene_aabb(scene_spec, meshes)
     centre = 0.5 * (aabb[0] + aabb[1])
+    half_diagonal = 0.5 * float(np.linalg.norm(aabb[1] - aabb[0]))
+    if scene_spec.camera.radius <= half_diagonal:
+        raise PhysinvError(
+            f"{scene_spec.source}: camera.radius: {scene_spec.camera.radius:g} puts the cameras inside the scene box "
+            f"(its half-diagonal is {half_diagonal:.3g}); use a larger radius"
+        )
     train_lights, relight = _light_maps(scene_spec, lights, test_light)
 
     variant = variant or select_variant(prefer_cuda=prefer_cuda)
@@ -371,6 +377,8 @@ def synthesize_with_info(
     }
     if relight is not None:
         splits["relight"] = (splits["test"][0], [relight[0]] * test_views)
+    else:
+        (out / "transforms_relight.json").unlink(missing_ok=True)  # stale from an earlier run
     total = sum(len(p) for p, _ in splits.values())
 
     from physinv.core.train import progress_bar

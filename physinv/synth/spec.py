@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,7 +241,10 @@ def _object(table: Any, source: str, where: str, base: Path, index: int) -> Obje
     if shape != "mesh" and r.has("file"):
         raise input_error(source, f"{where}.file", f"only meshes take a file (shape is {shape})")
     material = _material(r.table["material"], source, f"{where}.material", base) if r.has("material") else MaterialSpec()
-    return ObjectSpec(shape, r.string("name", f"{shape}{index}"), file, r.vector("position", [0.0] * 3), r.vector("rotation_deg", [0.0] * 3), scale, material)
+    name = r.string("name", f"{shape}{index}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
+        raise input_error(source, f"{where}.name", f"use letters, digits, '_', '-' or '.' (it names meshes/<name>.ply), got {name!r}")
+    return ObjectSpec(shape, name, file, r.vector("position", [0.0] * 3), r.vector("rotation_deg", [0.0] * 3), scale, material)
 
 
 def _light(table: Any, source: str, where: str, base: Path) -> LightSpec:

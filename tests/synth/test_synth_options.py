@@ -110,12 +110,14 @@ def test_spec_file_mesh_image_texture_and_file_light(spec_dir, tmp_path):
         (lambda s: s.replace("roughness = 0.2", "roughness = 2"), "objects[1].material.roughness: expected a value in [0.0, 1.0], got 2"),
         (lambda s: s.replace("sun_elevation_deg = 10", "sun_elevation = 10"), "test_light.sun_elevation: unknown key"),
         (lambda s: s.replace("radius = 3.0", "radius = 3.0\nzoom = 2"), "camera.zoom: unknown key"),
+        (lambda s: s.replace('shape = "cylinder"', 'shape = "cylinder"\nname = "../evil"'), "objects[1].name: use letters"),
+        (lambda s: s.replace("radius = 3.0", "radius = 1.5"), "camera.radius: 1.5 puts the cameras inside the scene box"),
     ],
 )
 def test_bad_spec_names_file_and_key(spec_dir, tmp_path, capsys, edit, where):
     (spec_dir / "bad.toml").write_text(edit(SPEC))
     with pytest.raises(PhysinvError) as err:
-        load_spec(spec_dir / "bad.toml")
+        synthesize(tmp_path / "o", spec=spec_dir / "bad.toml", **TINY)
     assert f"bad.toml: {where}" in str(err.value)
     line = _cli_error(capsys, ["synth", "scene", "--out", str(tmp_path / "o"), "--spec", str(spec_dir / "bad.toml")])
     assert line.startswith("physinv: error: ") and f"bad.toml: {where}" in line
