@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -39,7 +37,7 @@ import torch
 from physinv.core.camera import look_at
 from physinv.errors import PhysinvError
 from physinv.io.hdr import read_hdr, write_hdr
-from physinv.io.images import linear_to_srgb, to_uint, write_image
+from physinv.io.images import linear_to_srgb, write_image
 from physinv.io.transforms import Frame, Transforms, write_transforms
 from physinv.synth.sky import SkyParams, envmap_to_world, light_variations, sky_map
 from physinv.synth.spec import LightSpec, ObjectSpec, SceneSpec, default_scene, default_test_light, load_spec
@@ -403,6 +401,9 @@ def synthesize_with_info(
     with progress_bar(disable=not progress) as bar:
         task = bar.add_task("synth", total=total, info=variant)
         for split, (poses, light_names) in splits.items():
+            if len(poses) == 0:  # --test-views 0
+                (out / f"transforms_{split}.json").unlink(missing_ok=True)
+                continue
             folder = out / ("test" if split == "relight" else split)
             folder.mkdir(exist_ok=True)
             prefix = "l" if split == "relight" else "r"
@@ -435,18 +436,17 @@ def synthesize_with_info(
         "objects": [{**{k: v for k, v in common["objects"][k].items() if k != "mesh"}, "mesh": f"meshes/{o.name}.ply",
                      "position": o.position, "rotation_deg": o.rotation_deg, "scale": o.scale, "to_world": object_transform(o).tolist()}
                     for k, o in enumerate(scene_spec.objects)],
-        "lights": [{k: (str(v) if isinstance(v, Path) else v) for k, v in e.items()} for e in envmaps],
+        "lights": [{**e, "file_path": f"envmaps/{e['name']}.exr"} for e in envmaps],
         "summary": info,
     }
-    for o in scene_json["objects"]:
-        o.pop("id", None)
     (out / "scene.json").write_text(json.dumps(scene_json, indent=2, default=str) + "\n")
     return out, info
 
 
 def _material_dict(material) -> dict:
     d = {"type": material.type, "albedo": material.albedo, "roughness": material.roughness}
-    if material.texture is not None:
+    if material.texture is not None:  # the texture replaces the constant albedo
+        del d["albedo"]
         t = material.texture
         d["texture"] = {"type": t.type, "file": str(t.file)} if t.type == "image" else {"type": t.type, "colour0": t.colour0, "colour1": t.colour1, "tiles": t.tiles}
     return d

@@ -11,7 +11,7 @@ from physinv.cli import main
 from physinv.errors import PhysinvError
 from physinv.io.dataset import load_views
 from physinv.io.hdr import read_hdr, write_hdr
-from physinv.io.images import linear_to_srgb, write_image
+from physinv.io.images import write_image
 from physinv.io.mesh import save_mesh
 from physinv.io.transforms import read_transforms
 from physinv.synth import variant as variant_mod
