@@ -70,6 +70,7 @@ def dataset(
     t_final: Annotated[float, typer.Option("--t-final", help="final time [sh]")] = 0.005,
     batch: Annotated[int, typer.Option("--batch", help="simulations per batch (one shard file each)")] = 64,
     fixed_point_iters: Annotated[int, typer.Option("--fixed-point-iters", help="step-1 fixed-point iterations (fixed count)")] = 3,
+    cfl: Annotated[float, typer.Option("--cfl", help="CFL number in (0, 1] (slides: 0.5)")] = 0.5,
     device: Device = "auto",
     dtype: DType = "float32",
     seed: Seed = 0,
@@ -80,7 +81,7 @@ def dataset(
     from physinv.radiative.data import DatasetSpec, generate_dataset
 
     spec = DatasetSpec(kind=kind, n=n, grid=grid, observe=observe, k=k, t_final=t_final, batch=batch,
-                       fixed_point_iters=fixed_point_iters, seed=seed, dtype=dtype)
+                       fixed_point_iters=fixed_point_iters, seed=seed, dtype=dtype, cfl=cfl)
     summary = generate_dataset(spec, out, select_device(device))
     emit_metrics(summary, None)
 
@@ -88,7 +89,7 @@ def dataset(
 @app.command()
 def train(
     data: Annotated[Path, typer.Argument(help="dataset folder written by `physinv radiative dataset`")],
-    model: Annotated[str, typer.Option("--model", help="vnet (whole ρ map) | cnn (regression of x, y, height) | cnn-class (coarse occupancy)")] = "vnet",
+    model: Annotated[str, typer.Option("--model", help="vnet (MONAI V-Net, whole ρ map) | unet (light residual U-Net, whole ρ map) | cnn (regression of x, y, height) | cnn-class (coarse occupancy)")] = "vnet",
     out: Out = Path("runs/radiative"),
     steps: Steps = 2000,
     max_minutes: MaxMinutes = None,
@@ -120,10 +121,11 @@ def evaluate(
 
 @app.command()
 def invert(
-    obs: Annotated[Path, typer.Argument(help="observation .npz (from `dataset` or `simulate`) or a dataset folder")],
+    obs: Annotated[Path, typer.Argument(help="a dataset folder (or one of its shard files) holding the observations")],
     out: Out = Path("runs/radiative-invert"),
-    init: Annotated[Optional[Path], typer.Option("--init", help="trained V-Net run to start from (default: a uniform guess)")] = None,
-    index: Annotated[int, typer.Option("--index", help="sample of the dataset to invert")] = -1,
+    init: Annotated[str, typer.Option("--init", help="zero | uniform | a trained vnet/unet run folder to start from")] = "uniform",
+    index: Annotated[int, typer.Option("--index", help="last sample of the dataset to invert (-1: the last one, in the held-out split)")] = -1,
+    count: Annotated[int, typer.Option("--count", help="number of samples inverted together (one batch)")] = 1,
     steps: Steps = 100,
     max_minutes: MaxMinutes = None,
     tv: Annotated[float, typer.Option("--tv", help="weight of the total-variation regulariser")] = 1e-4,
@@ -136,4 +138,4 @@ def invert(
     from physinv.radiative.invert import InvertSpec, invert_cli
 
     spec = InvertSpec(steps=steps or 100, max_minutes=max_minutes, tv=tv, lr=lr, seed=seed)
-    emit_metrics(invert_cli(obs, out, init, index, spec, device), out)
+    emit_metrics(invert_cli(obs, out, init, index, spec, device, count), out)

@@ -200,29 +200,32 @@ def step1_temperature(
     (no host synchronisation), else until ``max|T_{q+1} − T_q| ≤ precision · max|T_q|``.
     literal_slides: use the transcribed ``ρ Cv μ_q`` in γ, δ (not conservative; kept to show the slip).
     """
-    theta_n = a * T**4
+    T2 = T * T
+    theta_n = a * T2 * T2
+    T3 = T2 * T
     csa = c * sigma_a
     inv_dt = 1.0 / dt
-    A = inv_dt + csa
-    alpha = 1.0 / (dt * A)
-    beta = csa / A
-    T2, T3 = T * T, T * T * T
+    beta = csa / (inv_dt + csa)
+    alpha = 1.0 - beta  # = 1/(Δt (1/Δt + cσa))
+    tiny = torch.finfo(T.dtype).tiny
+    # ρCvμ_q/(aΔt) = heat_rate · μ_q (the slides' literal ρCvμ_q misses the 1/a: deviation 1)
+    heat_rate = rho * ((Cv if literal_slides else Cv / a) * inv_dt)
     Tq = T
     n_iter = fixed_point_iters if fixed_point_iters is not None else max_iters
     E_new, T_new = E, T
     it = 0
     for it in range(1, n_iter + 1):
-        mu = 1.0 / (T3 + T2 * Tq + T * Tq * Tq + Tq * Tq * Tq)
-        heat = rho * Cv * mu if literal_slides else rho * Cv * mu / a  # ρCvμ/a: deviation 1
-        D = heat * inv_dt + csa
-        live = D > 0  # D = 0 only where ρ = σa = 0: nothing is exchanged there
-        D_safe = torch.where(live, D, torch.ones_like(D))
-        gamma = torch.where(live, heat * inv_dt / D_safe, torch.ones_like(D))
-        delta = torch.where(live, csa / D_safe, torch.zeros_like(D))
+        Tq2 = Tq * Tq
+        inv_mu = T3 + T2 * Tq + T * Tq2 + Tq2 * Tq  # 1/μ_q = (Tq⁴ − Tⁿ⁴)/(Tq − Tⁿ)
+        # δ = cσa/(ρCvμ_q/(aΔt) + cσa) (multiplied through by 1/μ_q), γ = 1 − δ;
+        # where ρ = σa = 0 nothing is exchanged (δ = 0, γ = 1)
+        csa_s = csa * inv_mu
+        delta = csa_s / (heat_rate + csa_s).clamp_min(tiny)
+        gamma = 1.0 - delta
         den = 1.0 - beta * delta
         E_new = (alpha * E + beta * gamma * theta_n) / den
         theta = (gamma * theta_n + alpha * delta * E) / den
-        T_new = (theta.clamp_min(0.0) / a) ** 0.25
+        T_new = (theta.clamp_min(0.0) / a).sqrt().sqrt()
         if fixed_point_iters is None:
             change = (T_new - Tq).abs().max()
             scale = Tq.abs().max().clamp_min(1e-300)
