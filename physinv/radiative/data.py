@@ -118,6 +118,8 @@ def occupancy(targets: torch.Tensor, spec: DatasetSpec, coarse: int = COARSE) ->
 
 
 def _gaussian_random_field(gen: torch.Generator, batch: int, n: int) -> torch.Tensor:
+    if batch == 0:  # MKL's FFT rejects empty batches
+        return torch.zeros(0, n, n, dtype=torch.float64)
     noise = torch.randn(batch, n, n, generator=gen, dtype=torch.float64)
     length = 0.04 + 0.14 * torch.rand(batch, 1, 1, generator=gen, dtype=torch.float64)  # [cm]
     freq = torch.fft.fftfreq(n, d=1.0 / n, dtype=torch.float64)  # cycles per unit length
