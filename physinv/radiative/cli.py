@@ -71,6 +71,7 @@ def dataset(
     batch: Annotated[int, typer.Option("--batch", help="simulations per batch (one shard file each)")] = 64,
     fixed_point_iters: Annotated[int, typer.Option("--fixed-point-iters", help="step-1 fixed-point iterations (fixed count)")] = 3,
     cfl: Annotated[float, typer.Option("--cfl", help="CFL number in (0, 1] (slides: 0.5)")] = 0.5,
+    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the solver step (one-off compilation, then faster)")] = False,
     device: Device = "auto",
     dtype: DType = "float32",
     seed: Seed = 0,
@@ -82,7 +83,7 @@ def dataset(
 
     spec = DatasetSpec(kind=kind, n=n, grid=grid, observe=observe, k=k, t_final=t_final, batch=batch,
                        fixed_point_iters=fixed_point_iters, seed=seed, dtype=dtype, cfl=cfl)
-    summary = generate_dataset(spec, out, select_device(device))
+    summary = generate_dataset(spec, out, select_device(device), compile=compile)
     emit_metrics(summary, None)
 
 

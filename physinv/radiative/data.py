@@ -153,15 +153,19 @@ def sample_fields(gen: torch.Generator, batch: int, n: int, spec: DatasetSpec) -
     return torch.cat([grf, blobs])
 
 
-def observe_batch(rho: torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
-    """Simulate densities ``rho`` (B, N, N) and return the observations (see module docstring)."""
-    params = spec.params()
+def observe_batch(rho: torch.Tensor, spec: DatasetSpec, params: P1Params | None = None, compile: bool = False) -> torch.Tensor:
+    """Simulate densities ``rho`` (B, N, N) and return the observations (see module docstring).
+
+    params: the solver parameters (default ``spec.params()``; pass the same object across calls
+    with ``compile=True`` so the compiled step is reused).
+    """
+    params = params or spec.params()
     if spec.observe == "snapshots":
-        traj = simulate(rho, params, spec.t_final, save_times=spec.snapshot_times())
+        traj = simulate(rho, params, spec.t_final, save_times=spec.snapshot_times(), compile=compile)
         return torch.cat([traj.E, traj.T], dim=0).transpose(0, 1)  # (B, 2K, N, N)
     n_steps = max(1, math.ceil(spec.t_final / params.time_step(rho.shape[-1]) - 1e-9))
     every = max(1, n_steps // spec.boundary_samples)
-    traj = simulate(rho, params, spec.t_final, boundary_every=every)
+    traj = simulate(rho, params, spec.t_final, boundary_every=every, compile=compile)
     edges = traj.boundary[:, 1 : spec.boundary_samples + 1]  # (B, S, 4, N), t = 0 dropped
     return edges.transpose(1, 2).contiguous()  # (B, 4, S, N)
 
@@ -177,8 +181,13 @@ def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
         raise
 
 
-def generate_dataset(spec: DatasetSpec, out: str | Path, device: torch.device | str = "cpu", quiet: bool = False) -> dict[str, Any]:
-    """Write ``ceil(n / batch)`` shards into ``out``; existing complete shards are kept (resume)."""
+def generate_dataset(
+    spec: DatasetSpec, out: str | Path, device: torch.device | str = "cpu", quiet: bool = False, compile: bool = False
+) -> dict[str, Any]:
+    """Write ``ceil(n / batch)`` shards into ``out``; existing complete shards are kept (resume).
+
+    compile: advance the solver with ``torch.compile`` (a one-off compilation, then ~4× faster on CPU).
+    """
     from physinv.core.train import progress_bar
 
     spec.validate()
@@ -218,7 +227,7 @@ def generate_dataset(spec: DatasetSpec, out: str | Path, device: torch.device | 
             else:
                 rho = sample_fields(gen, size, spec.grid, spec)
             with torch.no_grad():
-                obs = observe_batch(rho.to(device=device, dtype=dtype), spec)
+                obs = observe_batch(rho.to(device=device, dtype=dtype), spec, params, compile)
             arrays["rho"] = rho.float().numpy()
             arrays["obs"] = obs.float().cpu().numpy()
             _atomic_savez(path, **arrays)

@@ -14,8 +14,8 @@
   counts go through a 1 × 1 convolution to 16 channels first. Dropout is off by default
   (regression of a smooth field; MONAI's 0.5 default is meant for segmentation).
 
-The slides do not give the CNN's layers; ours is four conv–BN–ReLU blocks with max pooling, a
-global average and a two-layer head. Inputs are standardised per channel and targets per column
+The slides do not give the CNN's layers; ours is four blocks (16-32-64-128 channels) of two
+conv–BN–ReLU layers and a max pooling, a global average and a two-layer head. Inputs are standardised per channel and targets per column
 (CNN) or globally (V-Net) with statistics of the training split, stored in the checkpoint.
 Training goes through :func:`physinv.core.train.fit` (resume, ``--max-minutes``).
 """
@@ -41,7 +41,7 @@ DENSE = ("vnet", "unet")  # models that predict the whole density map
 class ConvBackbone(nn.Module):
     """(B, C, N, N) -> (B, width) features: 4 × [conv3-BN-ReLU, conv3-BN-ReLU, maxpool], global mean."""
 
-    def __init__(self, in_channels: int, widths: tuple[int, ...] = (32, 64, 128, 128)):
+    def __init__(self, in_channels: int, widths: tuple[int, ...] = (16, 32, 64, 128)):
         super().__init__()
         layers: list[nn.Module] = []
         c = in_channels

@@ -242,7 +242,7 @@ def step1_temperature(
 # ---------------------------------------------------------------------------------------------
 
 
-def _ghost(u: Tensor, bc: BC, side: str, t: float, coords: Tensor, a: float, T0: float, scale: float = 1.0) -> Tensor:
+def _ghost(u: Tensor, bc: BC, side: str, t: float | Tensor, coords: Tensor, a: float, T0: float, scale: float = 1.0) -> Tensor:
     """Ghost values beyond ``side`` for field u (B, Ny, Nx): (B, Ny, 1) for l/r, (B, 1, Nx) for d/u.
 
     coords: the ghost centres' coordinates along the edge (Ny,) or (Nx,). ``scale`` multiplies
@@ -257,13 +257,15 @@ def _ghost(u: Tensor, bc: BC, side: str, t: float, coords: Tensor, a: float, T0:
         return torch.full_like(inside, bc.value * scale)
     # ponctuel: a T0⁴ + A sin(2kπt) on [lo, hi] along the edge, free outflow elsewhere
     base = a * T0**4 if bc.base is None else bc.base
-    value = (base + bc.amplitude * math.sin(2.0 * bc.k * math.pi * t)) * scale
+    phase = 2.0 * bc.k * math.pi * t
+    wave = torch.sin(phase) if isinstance(phase, Tensor) else math.sin(phase)  # a 0-d tensor t under torch.compile
+    value = (base + bc.amplitude * wave) * scale
     on = (coords >= bc.lo) & (coords <= bc.hi)
     on = on.reshape(-1, 1) if side in ("l", "r") else on.reshape(1, -1)
-    return torch.where(on, torch.full_like(inside, value), inside)
+    return torch.where(on, torch.as_tensor(value, dtype=inside.dtype, device=inside.device), inside)
 
 
-def _extend(u: Tensor, bcs: dict[str, dict[str, BC]], name: str, axis: str, t: float, ycs: Tensor, xcs: Tensor,
+def _extend(u: Tensor, bcs: dict[str, dict[str, BC]], name: str, axis: str, t: float | Tensor, ycs: Tensor, xcs: Tensor,
             a: float, T0: float, scale: float = 1.0) -> Tensor:
     """u (B, Ny, Nx) with its two ghost layers along ``axis``: (B, Ny, Nx+2) for x, (B, Ny+2, Nx) for y."""
     if axis == "x":
@@ -351,8 +353,12 @@ def make_grid(params: P1Params, ny: int, nx: int, device: torch.device | str | N
     return Grid(xcs, ycs, h)
 
 
-def p1_step(state: P1State, rho: Tensor, t: float, dt: float, params: P1Params, grid: Grid) -> P1State:
-    """Advance every simulation of the batch by one split step Δt (state fields (B, Ny, Nx))."""
+def p1_step(state: P1State, rho: Tensor, t: float | Tensor, dt: float, params: P1Params, grid: Grid) -> P1State:
+    """Advance every simulation of the batch by one split step Δt (state fields (B, Ny, Nx)).
+
+    t: time at the start of the step [sh], a float or a 0-d tensor (the latter under torch.compile,
+    so that a new time does not trigger a recompilation).
+    """
     c, a = params.c, params.a
     # step 1: exchange (σa frozen at Tⁿ)
     sa = params.sigma_a(rho, state.T)
@@ -379,6 +385,28 @@ def p1_step(state: P1State, rho: Tensor, t: float, dt: float, params: P1Params, 
         dt, grid.h, params.wave_speed, params.asymptotic_preserving,
     )
     return P1State(E2, Gx2 * root_kappa, Gy2 * root_kappa, T1)
+
+
+_COMPILED: dict[tuple, Callable] = {}
+
+
+def compiled_step(params: P1Params, grid: Grid, dt: float) -> Callable[[P1State, Tensor, Tensor], P1State]:
+    """``torch.compile`` of one :func:`p1_step` for fixed (params, grid, Δt): the whole step fuses into
+    a few loops (4-5× faster than eager on CPU). Needs ``params.fixed_point_iters`` (no host sync);
+    the time is passed as a 0-d tensor. Compiled once per (params, grid, Δt, dtype, device)."""
+    if params.fixed_point_iters is None:
+        raise PhysinvError("compile: needs a fixed number of fixed-point iterations (fixed_point_iters)")
+    key = (id(params), grid.xcs.shape[0], grid.ycs.shape[0], grid.xcs.dtype, str(grid.xcs.device), dt)
+    if key not in _COMPILED:
+
+        def one(E: Tensor, Fx: Tensor, Fy: Tensor, T: Tensor, rho: Tensor, t: Tensor) -> tuple[Tensor, ...]:
+            return tuple(p1_step(P1State(E, Fx, Fy, T), rho, t, dt, params, grid))
+
+        fn = torch.compile(one, dynamic=False)
+        _COMPILED.clear()  # keep one entry: ids of dead params could be reused
+        _COMPILED[key] = (fn, params)  # holding params keeps its id valid
+    fn = _COMPILED[key][0]
+    return lambda state, rho, t: P1State(*fn(*state, rho, t))
 
 
 def _periodic(bcs: dict[str, dict[str, BC]], axis: str) -> bool:
@@ -431,6 +459,7 @@ def simulate(
     save_times: Sequence[float] | None = None,
     boundary_every: int | None = None,
     checkpoint_every: int | None = None,
+    compile: bool = False,
 ) -> Trajectory:
     """Integrate from ``t0`` to ``t_final`` [sh] for densities ``rho`` (B, Ny, Nx) [g/cm³].
 
@@ -439,6 +468,7 @@ def simulate(
     default: the final time only). boundary_every: also keep E on the four edges every that many
     steps. checkpoint_every: recompute the forward pass by chunks of that many steps during
     backward (``torch.utils.checkpoint``), so memory does not grow with the number of steps.
+    compile: advance with :func:`compiled_step` (no-grad batch generation; needs fixed_point_iters).
     """
     if rho.ndim != 3:
         raise PhysinvError(f"rho: expected a (B, Ny, Nx) tensor, got shape {tuple(rho.shape)}")
@@ -463,9 +493,14 @@ def simulate(
         edges.append(_edges(state.E))
         edge_times.append(t0)
 
+    fast = compiled_step(params, grid, dt) if compile else None
+
     def advance(s: P1State, first: int, count: int) -> P1State:
         for i in range(first, first + count):
-            s = p1_step(s, rho, t0 + i * dt, dt, params, grid)
+            if fast is not None:
+                s = fast(s, rho, torch.tensor(t0 + i * dt, dtype=rho.dtype, device=rho.device))
+            else:
+                s = p1_step(s, rho, t0 + i * dt, dt, params, grid)
         return s
 
     step = 0
