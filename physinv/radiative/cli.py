@@ -134,7 +134,7 @@ def invert(
     device: Device = "auto",
     seed: Seed = 0,
 ) -> None:
-    """Recover ρ by optimising it through the differentiable solver (positivity via ρ = exp(s), TV)."""
+    """Recover ρ by optimising it through the differentiable solver (ρ = softplus(s) > 0, TV regulariser)."""
     from physinv.io.runs import emit_metrics
     from physinv.radiative.invert import InvertSpec, invert_cli
 

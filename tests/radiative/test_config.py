@@ -197,3 +197,11 @@ def test_density_expression_and_p1_closure(tmp_path):
     assert tuple(cfg.rho.shape) == (8, 8) and cfg.params.closure == "p1"
     assert cfg.params.wave_speed == pytest.approx(299 / math.sqrt(3))
     assert cfg.rho[0, 1].item() == pytest.approx(0.5 + 0.2 * math.sin(2 * math.pi * 3 / 16) * math.cos(math.pi / 16))
+
+
+def test_shipped_slides_config_parses():
+    from pathlib import Path
+
+    cfg = load_simulation_config(Path(__file__).resolve().parents[2] / "data" / "radiative" / "slides.cfg")
+    assert tuple(cfg.rho.shape) == (64, 64) and cfg.t_f == 0.01 and cfg.params.bcs["l"]["E"].kind == "ponctuel"
+    assert cfg.rho.max().item() == pytest.approx(2.5, abs=0.05)
