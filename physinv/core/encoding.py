@@ -57,7 +57,6 @@ class FourierEncoding(nn.Module):
 # multi-resolution hash grid
 
 HASH_PRIMES = (1, 2654435761, 805459861)
-_CORNERS = torch.tensor([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)], dtype=torch.long)  # (8, 3)
 
 
 def hash_grid_levels(n_levels: int, log2_table_size: int, base_resolution: int, finest_resolution: int) -> dict[str, Tensor]:
@@ -85,7 +84,11 @@ def hash_grid_levels(n_levels: int, log2_table_size: int, base_resolution: int, 
 
 
 def hash_grid_indices(corners: Tensor, resolution: Tensor, table_size: Tensor, dense: Tensor) -> Tensor:
-    """Integer vertex coordinates (..., L, 8, 3) -> row within each level's table (..., L, 8)."""
+    """Integer vertex coordinates (..., L, 8, 3) -> row within each level's table (..., L, 8).
+
+    The reference form of the indexing (the fast path in :func:`hash_grid_encode` computes the
+    same rows axis by axis).
+    """
     stride = (resolution + 1).view(-1, 1)  # (L, 1)
     dense_idx = corners[..., 0] + corners[..., 1] * stride + corners[..., 2] * stride * stride
     hashed = (corners[..., 0] * HASH_PRIMES[0]) ^ (corners[..., 1] * HASH_PRIMES[1]) ^ (corners[..., 2] * HASH_PRIMES[2])
@@ -93,12 +96,21 @@ def hash_grid_indices(corners: Tensor, resolution: Tensor, table_size: Tensor, d
     return torch.where(dense.view(-1, 1), dense_idx, hashed)
 
 
+def _outer3(a: Tensor, b: Tensor, c: Tensor, op) -> Tensor:
+    """(..., 2) x 3 -> (..., 8): ``op`` combined over the 8 corners, corner index = 4 i + 2 j + k."""
+    return op(op(a[..., :, None, None], b[..., None, :, None]), c[..., None, None, :]).flatten(-3)
+
+
 def hash_grid_encode(x: Tensor, table: Tensor, resolution: Tensor, table_size: Tensor, offset: Tensor, dense: Tensor) -> Tensor:
     """Multi-resolution hash encoding.
 
     x: (N, 3) positions in [0, 1]^3 (clamped); table: (sum of table sizes, F) learnable features;
-    level layout from :func:`hash_grid_levels` (on x's device). Returns (N, L * F), level-major.
-    Differentiable w.r.t. ``x`` (piecewise linear) and ``table``.
+    level layout from :func:`hash_grid_levels` (on x's device; dense levels first, as resolutions
+    grow). Returns (N, L * F), level-major. Differentiable w.r.t. ``x`` (piecewise linear) and ``table``.
+
+    Speed (pure PyTorch on CPU is memory bound): indices and weights are built per axis on
+    (N, L, 2) arrays and combined over the 8 corners by broadcasting, and the hash's modulo is a
+    bit mask (T is a power of two).
     """
     x = x.clamp(0.0, 1.0)
     res_f = resolution.to(x.dtype)
@@ -106,14 +118,29 @@ def hash_grid_encode(x: Tensor, table: Tensor, resolution: Tensor, table_size: T
     # the cell's lower corner; at x = 1 stay in the last cell with fraction 1
     base = torch.minimum(pos.detach().floor().long(), (resolution - 1).view(-1, 1))
     frac = pos - base.to(x.dtype)  # (N, L, 3)
-    corners_off = _CORNERS.to(x.device)  # (8, 3)
-    corners = base.unsqueeze(-2) + corners_off  # (N, L, 8, 3)
-    rows = hash_grid_indices(corners, resolution, table_size, dense) + offset.view(-1, 1)  # (N, L, 8)
-    # trilinear weights: prod over axes of frac (upper corner) or 1 - frac (lower corner)
-    f = frac.unsqueeze(-2)  # (N, L, 1, 3)
-    w = torch.where(corners_off.bool(), f, 1.0 - f).prod(-1)  # (N, L, 8)
-    feats = table.index_select(0, rows.reshape(-1)).view(*rows.shape, table.shape[-1])  # (N, L, 8, F)
-    out = (w.unsqueeze(-1).to(feats.dtype) * feats).sum(-2)  # (N, L, F)
+    w_axis = torch.stack([1.0 - frac, frac], -1)  # (N, L, 3, 2) lower / upper corner weight per axis
+    weights = _outer3(w_axis[..., 0, :], w_axis[..., 1, :], w_axis[..., 2, :], torch.mul)  # (N, L, 8)
+    corner = torch.stack([base, base + 1], -1)  # (N, L, 3, 2)
+    n_dense = int(dense.sum())
+    rows = []
+    # per-axis terms are reduced to < 2^31 before the 8-corner combination, which then runs in
+    # int32 (half the memory traffic of int64); (a ^ b ^ c) & m == (a & m) ^ (b & m) ^ (c & m)
+    if n_dense:
+        c = corner[:, :n_dense]
+        stride = (resolution[:n_dense] + 1).view(-1, 1)  # (Ld, 1)
+        terms = [c[..., 0, :], c[..., 1, :] * stride, c[..., 2, :] * (stride * stride)]
+        idx = _outer3(*[t.int() for t in terms], torch.add)
+        rows.append(idx + offset[:n_dense].view(-1, 1).int())
+    if n_dense < resolution.numel():
+        c = corner[:, n_dense:]
+        mask = (table_size[n_dense:] - 1).view(-1, 1)  # T is a power of two: mod T == & (T - 1)
+        terms = [(c[..., k, :] * HASH_PRIMES[k]) & mask for k in range(3)]
+        idx = _outer3(*[t.int() for t in terms], torch.bitwise_xor)
+        rows.append(idx + offset[n_dense:].view(-1, 1).int())
+    rows = torch.cat(rows, 1) if len(rows) > 1 else rows[0]  # (N, L, 8) int32
+    # int64 indices: the backward of index_select then takes the fast scatter_add path on CPU
+    feats = table.index_select(0, rows.reshape(-1).long()).view(*rows.shape, table.shape[-1])  # (N, L, 8, F)
+    out = (weights.to(feats.dtype).unsqueeze(-1) * feats).sum(-2)  # (N, L, F)
     return out.flatten(-2)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from physinv.core.volume import exclusive_segment_cumsum
+
 
 def ray_aabb_intersect(origins: Tensor, dirs: Tensor, aabb: Tensor, near_min: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
     """Slab test of rays against an axis-aligned box.
@@ -139,8 +141,9 @@ class OccupancyGrid(nn.Module):
         self.dilate = bool(dilate)
         self.register_buffer("aabb", aabb.detach().clone().float())
         n = self.resolution**3
-        self.register_buffer("density", torch.zeros(n))
-        # start fully occupied: nothing is culled before the field has been looked at
+        # -1 marks a cell never looked at: it counts as occupied until it has been evaluated once,
+        # so partial updates never cull unseen space
+        self.register_buffer("density", torch.full((n,), -1.0))
         self.register_buffer("occupied", torch.ones(n, dtype=torch.bool))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
 
@@ -172,11 +175,11 @@ class OccupancyGrid(nn.Module):
 
         During the first ``warmup_steps`` updates every cell is visited; afterwards ``n_cells``
         (default: a quarter of the grid) uniformly random cells plus as many occupied ones, as
-        instant-ngp does. Unvisited cells decay too.
+        instant-ngp does. Unvisited cells decay too; cells never visited stay occupied.
         """
         device = self.density.device
         n_total = self.density.numel()
-        if int(self.updates) < self.warmup_steps:
+        if int(self.updates) < self.warmup_steps or (n_cells is not None and n_cells >= n_total):
             cells = torch.arange(n_total, device=device)
         else:
             k = n_cells or n_total // 4
@@ -185,21 +188,25 @@ class OccupancyGrid(nn.Module):
             if occ.numel() > 0:
                 occ = occ[torch.randint(0, occ.numel(), (k,), device=device)]
             cells = torch.cat([rand_cells, occ])
-        fresh = torch.zeros_like(self.density)
+        fresh = torch.full_like(self.density, -1.0)
         for chunk in cells.split(1 << 18):
             pts = self.cell_centres(chunk, torch.rand(chunk.numel(), 3, device=device))
-            sigma = density_fn(pts).float().reshape(-1)
+            sigma = density_fn(pts).float().reshape(-1).clamp(min=0.0)
             fresh.scatter_reduce_(0, chunk, sigma, "amax", include_self=True)
-        self.density.copy_(torch.maximum(self.density * self.decay, fresh))
+        seen = self.density >= 0
+        decayed = torch.where(seen, self.density * self.decay, self.density)
+        self.density.copy_(torch.maximum(decayed, fresh))  # fresh >= 0 where visited, -1 elsewhere
         self.updates += 1
         self.refresh()
 
     @torch.no_grad()
     def refresh(self) -> None:
-        """Recompute the occupied mask from the stored densities."""
+        """Recompute the occupied mask from the stored densities (unseen cells stay occupied)."""
+        seen = self.density >= 0
         d = self.density * (self.step if self.step is not None else 1.0)
-        thresh = min(self.threshold, float(d.mean()))
-        occ = d > thresh
+        mean = float(d[seen].mean()) if bool(seen.any()) else 0.0
+        thresh = min(self.threshold, mean)
+        occ = (d > thresh) | ~seen
         if self.dilate:
             r = self.resolution
             occ = torch.nn.functional.max_pool3d(occ.view(1, 1, r, r, r).float(), 3, stride=1, padding=1).view(-1) > 0
@@ -229,3 +236,50 @@ def grid_step_for(aabb: Tensor, n_steps: int) -> float:
     """Marching step that crosses the box diagonal in ``n_steps`` steps (scene units)."""
     return float(torch.linalg.norm(aabb[1] - aabb[0])) / n_steps
 
+
+
+@torch.no_grad()
+def cull_occluded(
+    density_fn,
+    origins: Tensor,
+    dirs: Tensor,
+    ray_indices: Tensor,
+    t_starts: Tensor,
+    t_ends: Tensor,
+    n_rays: int,
+    eps: float = 1e-4,
+    chunk: int = 16,
+) -> Tensor:
+    """Early ray termination for packed samples, in pure PyTorch: keep-mask (M,) of the samples
+    whose transmittance is still above ``eps``.
+
+    The march goes ``chunk`` samples per ray at a time (``density_fn`` without gradients on
+    the alive rays only), so a ray that turns opaque after a few samples costs those few samples
+    plus at most ``chunk`` more, not its whole length (what a CUDA marcher does sample by sample).
+    ray_indices must be sorted; t_starts/t_ends (M,) intervals along unit rays origins/dirs (R, 3).
+    """
+    M = ray_indices.numel()
+    keep = torch.zeros(M, dtype=torch.bool, device=ray_indices.device)
+    if M == 0:
+        return keep
+    counts = torch.bincount(ray_indices, minlength=n_rays)
+    offsets = torch.cumsum(counts, 0) - counts
+    local = torch.arange(M, device=ray_indices.device) - offsets[ray_indices]
+    depth = torch.zeros(n_rays, dtype=torch.float64, device=ray_indices.device)  # optical depth so far
+    alive = counts > 0
+    log_eps = -torch.log(torch.tensor(eps, dtype=torch.float64))
+    for start in range(0, int(counts.max()), chunk):
+        # the samples [start, start + chunk) of every alive ray
+        sel = (local >= start) & (local < start + chunk) & alive[ray_indices]
+        idx = sel.nonzero().squeeze(-1)
+        if idx.numel() == 0:
+            break
+        r = ray_indices[idx]
+        mid = 0.5 * (t_starts[idx] + t_ends[idx])
+        sigma = density_fn(origins[r] + dirs[r] * mid.unsqueeze(-1)).reshape(-1)
+        tau = (sigma * (t_ends[idx] - t_starts[idx])).double()
+        before = depth[r] + exclusive_segment_cumsum(tau, r, n_rays)  # optical depth in front of each sample
+        keep[idx] = before < log_eps
+        depth = depth.index_add(0, r, tau)
+        alive = alive & (depth < log_eps)
+    return keep

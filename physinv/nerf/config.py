@@ -1,0 +1,103 @@
+"""Configuration of ``physinv nerf train``: one dataclass for the three methods.
+
+Fields left at ``None`` take the method's (and, for batch sizes, the device's) default from
+:func:`resolve`, so a TOML file or a flag only names what it changes.
+
+Methods:
+
+* ``nerf``  — Mildenhall et al. 2020 as the paper states it: positional encoding L=10 (positions)
+  and L=4 (directions), 8x256 ReLU MLP with the input again at the fifth layer, density from the
+  position only, colour from a 256-feature plus the encoded direction (one 128 layer); 64 stratified
+  coarse samples, 128 fine samples by inverse transform sampling of the coarse weights (the fine
+  network sees all 192), MSE on coarse and fine, Adam 5e-4 decaying exponentially by 0.1 over
+  250k steps, batches of 4096 rays.
+* ``ngp``   — instant-ngp style: hash grid (16 levels x 2 features, T = 2^19), SH directions
+  (l_max = 3, instant-ngp's "degree 4", 16 coefficients), a 1x64 density MLP and a 2x64 colour
+  MLP, an occupancy grid (128^3 on CUDA, 64^3 on CPU by default, EMA decay 0.95, threshold 0.01 on ``density * step``) and packed
+  samples; Adam 1e-2, betas (0.9, 0.99), eps 1e-15.
+* ``plain`` — the same field as ``ngp`` with ``samples_per_ray`` uniform stratified samples in
+  the scene box and no occupancy grid (the reference configuration of the speed benchmark).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from physinv.errors import PhysinvError
+
+METHODS = ("nerf", "ngp", "plain")
+
+
+@dataclass
+class NerfConfig:
+    method: str = "ngp"
+    steps: int = 20000
+    seed: int = 0
+    batch_rays: Optional[int] = None  # nerf 4096 (paper); ngp/plain 8192 on CUDA, 1024 on CPU
+    lr: Optional[float] = None  # nerf 5e-4, ngp/plain 1e-2
+    lr_decay_steps: Optional[int] = None  # lr falls by 0.1 over this many steps (nerf 250000, ngp/plain 30000)
+    checkpoint_every: int = 500
+    eval_every: int = 250
+    eval_rays: int = 4096  # held-out rays for the PSNR curve
+    chunk_rays: int = 8192  # rays per forward pass when rendering images
+    # nerf
+    pos_freqs: int = 10
+    dir_freqs: int = 4
+    width: int = 256
+    depth: int = 8
+    skip_layer: int = 4  # 0-based index of the layer that sees the input again (the fifth)
+    coarse_samples: int = 64
+    fine_samples: int = 128
+    # ngp / plain
+    levels: int = 16
+    features_per_level: int = 2
+    log2_table_size: int = 19
+    base_resolution: int = 16
+    finest_resolution: int = 512
+    sh_l_max: int = 3
+    hidden: int = 64
+    geo_features: int = 15
+    samples_per_ray: Optional[int] = None  # plain: 128 on CUDA, 64 on CPU
+    grid_resolution: Optional[int] = None  # 128 on CUDA (instant-ngp); 64 on CPU, where a 128^3 update costs more than the steps it saves
+    grid_decay: float = 0.95
+    grid_threshold: float = 0.01
+    grid_update_every: int = 16
+    grid_update_fraction: float = 0.25  # of the cells, sampled uniformly (plus as many occupied ones)
+    render_steps: int = 256  # ngp marching step = box diagonal / render_steps
+    early_stop_eps: float = 1e-4  # ngp: drop samples behind transmittance < eps (0 disables)
+    mixed_precision: bool = True  # bf16 autocast for the ngp/plain MLPs on CUDA
+    compile: bool = False  # torch.compile the ngp/plain MLPs on CUDA
+
+
+_METHOD_DEFAULTS = {
+    "nerf": {"lr": 5e-4, "lr_decay_steps": 250_000},
+    "ngp": {"lr": 1e-2, "lr_decay_steps": 30_000},
+    "plain": {"lr": 1e-2, "lr_decay_steps": 30_000},
+}
+
+
+def resolve(config: NerfConfig, device: torch.device | str) -> NerfConfig:
+    """Fill the ``None`` fields with the method's and device's defaults; check ranges."""
+    if config.method not in METHODS:
+        raise PhysinvError(f"--method: unknown method '{config.method}' (known: {', '.join(METHODS)})")
+    cuda = torch.device(device).type == "cuda"
+    values = dataclasses.asdict(config)
+    for key, value in _METHOD_DEFAULTS[config.method].items():
+        if values[key] is None:
+            values[key] = value
+    if values["batch_rays"] is None:
+        values["batch_rays"] = 4096 if config.method == "nerf" else (8192 if cuda else 1024)
+    if values["grid_resolution"] is None:
+        values["grid_resolution"] = 128 if cuda else 64
+    if values["samples_per_ray"] is None:
+        values["samples_per_ray"] = 128 if cuda else 64
+    for key in ("batch_rays", "coarse_samples", "samples_per_ray", "render_steps", "grid_resolution", "levels", "chunk_rays"):
+        if values[key] <= 0:
+            raise PhysinvError(f"--{key.replace('_', '-')}: must be > 0, got {values[key]}")
+    if not 0 <= values["sh_l_max"] <= 4:
+        raise PhysinvError(f"sh_l_max: must be in 0..4, got {values['sh_l_max']}")
+    return NerfConfig(**values)

@@ -1,0 +1,171 @@
+"""Training of the three NeRF methods through :func:`physinv.core.train.fit`.
+
+Rays are drawn uniformly over all pixels of all training views each step (NeRF's batching), the
+loss is the MSE of the rendered colour composited on the data set's background (plus the coarse
+colour's MSE for ``nerf``), and the PSNR curve is measured on a fixed set of held-out rays from
+the test split (the training split when there is none).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from physinv.config import config_to_dict
+from physinv.core.camera import camera_rays
+from physinv.core.train import CHECKPOINT_NAME, FitResult, fit, load_checkpoint, seed_everything
+from physinv.errors import input_error
+from physinv.io.dataset import ViewSet, load_views
+from physinv.nerf.config import NerfConfig, resolve
+from physinv.nerf.models import build_model
+
+
+def mse_to_psnr(mse: float | Tensor) -> float:
+    """PSNR (dB) of colours in [0, 1] from their mean squared error."""
+    return -10.0 * math.log10(max(float(mse), 1e-12))
+
+
+def scene_aabb(views: ViewSet) -> Tensor:
+    """The data set's ``aabb`` (2, 3), else a cube around the point the cameras look at.
+
+    Without a box: the centre is the least-squares point closest to all optical axes and the half
+    size half the median camera distance to it (objects filling the frame from an orbit).
+    """
+    if views.aabb is not None:
+        return views.aabb.float()
+    o = views.c2w[:, :3, 3].double()
+    d = F.normalize(-views.c2w[:, :3, 2].double(), dim=-1)
+    eye = torch.eye(3, dtype=torch.float64, device=o.device)
+    proj = eye - d.unsqueeze(-1) * d.unsqueeze(-2)  # (N, 3, 3) projectors orthogonal to each axis
+    centre = torch.linalg.lstsq(proj.sum(0), (proj @ o.unsqueeze(-1)).sum(0)).solution.squeeze(-1)
+    half = 0.5 * torch.linalg.norm(o - centre, dim=-1).median()
+    return torch.stack([centre - half, centre + half]).float()
+
+
+def sample_rays(views: ViewSet, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """``n`` random pixel-centre rays of random views: origins (n, 3), dirs (n, 3), colours (n, 3)."""
+    device = views.images.device
+    N, H, W = views.images.shape[:3]
+    flat = torch.randint(0, N * H * W, (n,), generator=generator, device=generator.device if generator is not None else "cpu").to(device)
+    view, pix = flat // (H * W), flat % (H * W)
+    v, u = pix // W, pix % W
+    pixels = torch.stack([u, v], -1).float() + 0.5
+    o, d = camera_rays(views.c2w[view], views.intrinsics[view], pixels)
+    return o, d, views.images[view, v, u]
+
+
+@torch.no_grad()
+def render_rays_chunked(model: torch.nn.Module, origins: Tensor, dirs: Tensor, background: Tensor, chunk: int = 8192) -> dict[str, Tensor]:
+    """Render many rays in chunks without gradients: rgb (R, 3), depth (R,), opacity (R,)."""
+    parts: dict[str, list[Tensor]] = {"rgb": [], "depth": [], "opacity": []}
+    for o, d in zip(origins.split(chunk), dirs.split(chunk)):
+        out = model.render_rays(o, d, background, perturb=False)
+        for k in parts:
+            parts[k].append(out[k])
+    return {k: torch.cat(v) if v else origins.new_zeros((0,)) for k, v in parts.items()}
+
+
+@dataclass
+class TrainResult:
+    fit: FitResult
+    config: NerfConfig
+    eval_psnr: float | None
+
+
+def checkpoint_config(run_dir: Path) -> dict | None:
+    """The ``config`` saved in ``<run>/checkpoint.pt``, or None when there is no checkpoint."""
+    path = Path(run_dir) / CHECKPOINT_NAME
+    if not path.is_file():
+        return None
+    return load_checkpoint(path)["config"]
+
+
+def train(
+    data_dir: str | Path,
+    run_dir: str | Path,
+    config: NerfConfig,
+    device: torch.device | str = "cpu",
+    max_minutes: float | None = None,
+    quiet: bool = False,
+) -> TrainResult:
+    """Train ``config.method`` on ``data_dir`` into ``run_dir`` (resuming a checkpoint there)."""
+    device = torch.device(device)
+    run_dir = Path(run_dir)
+    cfg = resolve(config, device)
+    saved = checkpoint_config(run_dir)
+    if saved is not None and saved.get("nerf", {}).get("method") != cfg.method:
+        raise input_error(run_dir / CHECKPOINT_NAME, "config.nerf.method", f"the run was trained with --method {saved.get('nerf', {}).get('method')}, not {cfg.method} (use another --out)")
+    seed_everything(cfg.seed)
+    views = load_views(data_dir, "train", device=device)
+    # the PSNR curve is measured on the test split when there is one, else on training rays
+    held_out = load_views(data_dir, "test", device=device) if (Path(data_dir) / "transforms_test.json").is_file() else views
+    aabb = torch.tensor(saved["aabb"], device=device) if saved is not None else scene_aabb(views).to(device)
+    model = build_model(cfg, aabb).to(device)
+    if hasattr(model, "enable_cuda_speedups"):
+        model.enable_cuda_speedups()
+    if cfg.method == "nerf":
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.1 ** (1.0 / cfg.lr_decay_steps))
+    background = views.background
+
+    eval_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    eo, ed, ec = sample_rays(held_out, min(cfg.eval_rays, held_out.images[..., 0].numel()), eval_gen)
+
+    def step_fn(step: int) -> dict[str, float]:
+        model.train()
+        if cfg.method == "ngp":
+            model.update_grid(step)
+        o, d, target = sample_rays(views, cfg.batch_rays)
+        out = model.render_rays(o, d, background, perturb=True)
+        loss = F.mse_loss(out["rgb"], target)
+        metrics = {"loss": 0.0, "psnr": mse_to_psnr(loss.detach()), "samples_per_ray": float(out["n_samples"]) / cfg.batch_rays}
+        if "rgb_coarse" in out:
+            loss = loss + F.mse_loss(out["rgb_coarse"], target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        metrics["loss"] = float(loss.detach())
+        return metrics
+
+    def eval_fn(step: int) -> dict[str, float]:
+        model.eval()
+        out = render_rays_chunked(model, eo, ed, background, cfg.chunk_rays)
+        return {"eval_psnr": mse_to_psnr(F.mse_loss(out["rgb"], ec))}
+
+    ckpt_config = {
+        "nerf": config_to_dict(cfg),
+        "aabb": aabb.tolist(),
+        "background": background.tolist(),
+        "width": views.width,
+        "height": views.height,
+        "data": str(Path(data_dir).resolve()),
+    }
+    result = fit(
+        step_fn,
+        run_dir=run_dir,
+        steps=cfg.steps,
+        state={"model": model, "optimizer": optimizer, "scheduler": scheduler},
+        max_minutes=max_minutes,
+        checkpoint_every=cfg.checkpoint_every,
+        eval_fn=eval_fn,
+        eval_every=cfg.eval_every,
+        config=ckpt_config,
+        desc=f"nerf/{cfg.method}",
+        quiet=quiet,
+    )
+    last_eval = [r for r in _read_log(run_dir) if r.get("eval")]
+    return TrainResult(fit=result, config=cfg, eval_psnr=last_eval[-1]["eval_psnr"] if last_eval else None)
+
+
+def _read_log(run_dir: Path) -> list[dict]:
+    from physinv.core.train import LOG_NAME, JsonlLog
+
+    return JsonlLog(Path(run_dir) / LOG_NAME).read()
