@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -101,47 +102,50 @@ def _outer3(a: Tensor, b: Tensor, c: Tensor, op) -> Tensor:
     return op(op(a[..., :, None, None], b[..., None, :, None]), c[..., None, None, :]).flatten(-3)
 
 
-def hash_grid_encode(x: Tensor, table: Tensor, resolution: Tensor, table_size: Tensor, offset: Tensor, dense: Tensor) -> Tensor:
+def _dense_level(x: Tensor, table: Tensor, resolution: int) -> Tensor:
+    """Trilinear lookup in a dense level: the table (rows i + j s + k s^2, s = N + 1) is a voxel grid,
+    so ``grid_sample`` (fused, differentiable w.r.t. grid and points) does the work. x (N, 3) in [0, 1]."""
+    s = resolution + 1
+    volume = table.view(s, s, s, table.shape[-1]).permute(3, 0, 1, 2).unsqueeze(0)  # (1, F, k, j, i)
+    grid = (x * 2.0 - 1.0).view(1, -1, 1, 1, 3)  # grid_sample reads (x, y, z) -> (i, j, k)
+    out = torch.nn.functional.grid_sample(volume, grid.to(table.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+    return out.view(table.shape[-1], -1).t()
+
+
+def _hashed_level(x: Tensor, table: Tensor, resolution: int) -> Tensor:
+    """Trilinear blend of the 8 hashed corner features of one level: x (N, 3) in [0, 1] -> (N, F)."""
+    pos = x * resolution
+    # the cell's lower corner; at x = 1 stay in the last cell with fraction 1
+    base = pos.detach().floor().clamp(max=resolution - 1).long()
+    frac = pos - base.to(x.dtype)
+    w_axis = torch.stack([1.0 - frac, frac], -1)  # (N, 3, 2) lower / upper corner weight per axis
+    weights = _outer3(w_axis[:, 0], w_axis[:, 1], w_axis[:, 2], torch.mul)  # (N, 8)
+    corner = torch.stack([base, base + 1], -1)  # (N, 3, 2)
+    mask = table.shape[0] - 1  # T is a power of two: mod T == & (T - 1), and (a^b^c)&m == (a&m)^(b&m)^(c&m)
+    terms = [(corner[:, k] * HASH_PRIMES[k]) & mask for k in range(3)]
+    rows = _outer3(terms[0], terms[1], terms[2], torch.bitwise_xor)  # (N, 8)
+    feats = table.index_select(0, rows.reshape(-1)).view(-1, 8, table.shape[-1])
+    return (weights.to(feats.dtype).unsqueeze(-1) * feats).sum(1)
+
+
+def hash_grid_encode(x: Tensor, tables: Sequence[Tensor], resolutions: Sequence[int], dense: Sequence[bool]) -> Tensor:
     """Multi-resolution hash encoding.
 
-    x: (N, 3) positions in [0, 1]^3 (clamped); table: (sum of table sizes, F) learnable features;
-    level layout from :func:`hash_grid_levels` (on x's device; dense levels first, as resolutions
-    grow). Returns (N, L * F), level-major. Differentiable w.r.t. ``x`` (piecewise linear) and ``table``.
+    x: (N, 3) positions in [0, 1]^3 (clamped); tables: one (rows_l, F) feature table per level
+    (``(N_l + 1)^3`` rows when dense, else a power of two T); resolutions N_l and dense flags from
+    :func:`hash_grid_levels`. Returns (N, L * F), level-major. Differentiable w.r.t. ``x``
+    (piecewise linear) and the tables.
 
-    Speed (pure PyTorch on CPU is memory bound): indices and weights are built per axis on
-    (N, L, 2) arrays and combined over the 8 corners by broadcasting, and the hash's modulo is a
-    bit mask (T is a power of two).
+    Speed (pure PyTorch on CPU is memory bound): the levels are looked up one at a time, so each
+    level's gathers and scatters stay inside its own few-MB table (cache friendly) instead of one
+    table of all levels; dense levels use ``grid_sample``; the 8 corner indices and weights are built
+    per axis and combined by broadcasting.
     """
     x = x.clamp(0.0, 1.0)
-    res_f = resolution.to(x.dtype)
-    pos = x.unsqueeze(-2) * res_f.view(-1, 1)  # (N, L, 3) in vertex units
-    # the cell's lower corner; at x = 1 stay in the last cell with fraction 1
-    base = torch.minimum(pos.detach().floor().long(), (resolution - 1).view(-1, 1))
-    frac = pos - base.to(x.dtype)  # (N, L, 3)
-    w_axis = torch.stack([1.0 - frac, frac], -1)  # (N, L, 3, 2) lower / upper corner weight per axis
-    weights = _outer3(w_axis[..., 0, :], w_axis[..., 1, :], w_axis[..., 2, :], torch.mul)  # (N, L, 8)
-    corner = torch.stack([base, base + 1], -1)  # (N, L, 3, 2)
-    n_dense = int(dense.sum())
-    rows = []
-    # per-axis terms are reduced to < 2^31 before the 8-corner combination, which then runs in
-    # int32 (half the memory traffic of int64); (a ^ b ^ c) & m == (a & m) ^ (b & m) ^ (c & m)
-    if n_dense:
-        c = corner[:, :n_dense]
-        stride = (resolution[:n_dense] + 1).view(-1, 1)  # (Ld, 1)
-        terms = [c[..., 0, :], c[..., 1, :] * stride, c[..., 2, :] * (stride * stride)]
-        idx = _outer3(*[t.int() for t in terms], torch.add)
-        rows.append(idx + offset[:n_dense].view(-1, 1).int())
-    if n_dense < resolution.numel():
-        c = corner[:, n_dense:]
-        mask = (table_size[n_dense:] - 1).view(-1, 1)  # T is a power of two: mod T == & (T - 1)
-        terms = [(c[..., k, :] * HASH_PRIMES[k]) & mask for k in range(3)]
-        idx = _outer3(*[t.int() for t in terms], torch.bitwise_xor)
-        rows.append(idx + offset[n_dense:].view(-1, 1).int())
-    rows = torch.cat(rows, 1) if len(rows) > 1 else rows[0]  # (N, L, 8) int32
-    # int64 indices: the backward of index_select then takes the fast scatter_add path on CPU
-    feats = table.index_select(0, rows.reshape(-1).long()).view(*rows.shape, table.shape[-1])  # (N, L, 8, F)
-    out = (weights.to(feats.dtype).unsqueeze(-1) * feats).sum(-2)  # (N, L, F)
-    return out.flatten(-2)
+    outs = []
+    for table, res, is_dense in zip(tables, resolutions, dense):
+        outs.append(_dense_level(x, table, int(res)) if is_dense else _hashed_level(x, table, int(res)))
+    return torch.cat(outs, -1)
 
 
 class HashGridEncoding(nn.Module):
@@ -149,7 +153,8 @@ class HashGridEncoding(nn.Module):
 
     n_levels L (16), n_features F per level (2), log2_table_size (19: T = 2^19 rows per level),
     base_resolution N_min (16), finest_resolution N_max (2048 in the paper for large scenes; a
-    64-pixel scene needs far less). ``out_dim = L * F``.
+    64-pixel scene needs far less). ``out_dim = L * F``. One parameter table per level
+    (``tables[l]``: (min(T, (N_l+1)^3), F)).
     """
 
     def __init__(self, n_levels: int = 16, n_features: int = 2, log2_table_size: int = 19, base_resolution: int = 16, finest_resolution: int = 2048, init_scale: float = 1e-4):
@@ -157,15 +162,16 @@ class HashGridEncoding(nn.Module):
         self.n_levels, self.n_features, self.log2_table_size = n_levels, n_features, log2_table_size
         self.base_resolution, self.finest_resolution = base_resolution, finest_resolution
         layout = hash_grid_levels(n_levels, log2_table_size, base_resolution, finest_resolution)
-        for name in ("resolution", "table_size", "offset", "dense"):
-            self.register_buffer(name, layout[name], persistent=False)
+        self.resolutions = [int(r) for r in layout["resolution"]]
+        self.dense = [bool(d) for d in layout["dense"]]
         self.growth = float(layout["growth"])
-        n_rows = int(layout["table_size"].sum())
-        self.table = nn.Parameter(torch.empty(n_rows, n_features).uniform_(-init_scale, init_scale))
+        self.tables = nn.ParameterList(
+            [nn.Parameter(torch.empty(int(rows), n_features).uniform_(-init_scale, init_scale)) for rows in layout["table_size"]]
+        )
         self.out_dim = n_levels * n_features
 
     def forward(self, x: Tensor) -> Tensor:
-        return hash_grid_encode(x, self.table, self.resolution, self.table_size, self.offset, self.dense)
+        return hash_grid_encode(x, list(self.tables), self.resolutions, self.dense)
 
     def extra_repr(self) -> str:
         return f"levels={self.n_levels}, features={self.n_features}, T=2^{self.log2_table_size}, N_min={self.base_resolution}, N_max={self.finest_resolution}, b={self.growth:.4f}"

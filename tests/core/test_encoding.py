@@ -57,40 +57,63 @@ def test_hash_function_uses_instant_ngp_primes():
 
 
 def test_hash_grid_interpolates_trilinearly_and_hits_vertices():
-    enc = HashGridEncoding(n_levels=2, n_features=3, log2_table_size=12, base_resolution=4, finest_resolution=8).double()
-    with torch.no_grad():
-        enc.table.normal_()
-    # a linear function of the vertex coordinates is reproduced exactly inside the coarse (dense) level
-    res = int(enc.resolution[0])
+    # a linear function of the vertex coordinates is reproduced exactly by a dense level
+    res = 4
     g = torch.stack(torch.meshgrid(*[torch.arange(res + 1, dtype=torch.float64)] * 3, indexing="ij"), -1).reshape(-1, 3)
     # dense index = i + j (N+1) + k (N+1)^2 with (i, j, k) = (x, y, z) vertex coordinates
     order = g[:, 0] + g[:, 1] * (res + 1) + g[:, 2] * (res + 1) ** 2
-    lin = torch.zeros(enc.table.shape[0], 3, dtype=torch.float64)
-    lin[order.long()] = g @ torch.tensor([[1.0, 0, 2], [0, 1, 0], [0, 0, 3]], dtype=torch.float64)
+    A = torch.tensor([[1.0, 0, 2], [0, 1, 0], [0, 0, 3]], dtype=torch.float64)
+    lin = torch.zeros((res + 1) ** 3, 3, dtype=torch.float64)
+    lin[order.long()] = g @ A
     x = torch.rand(50, 3, dtype=torch.float64)
-    out = hash_grid_encode(x, lin, enc.resolution, enc.table_size, enc.offset, enc.dense)[:, :3]
-    expected = (x * res) @ torch.tensor([[1.0, 0, 2], [0, 1, 0], [0, 0, 3]], dtype=torch.float64)
-    assert torch.allclose(out, expected, atol=1e-10)
-    assert enc(x).shape == (50, 6)
+    assert torch.allclose(hash_grid_encode(x, [lin], [res], [True]), (x * res) @ A, atol=1e-10)
+    # the module: two small levels that both fit densely in 2^12 rows
+    enc = HashGridEncoding(n_levels=2, n_features=3, log2_table_size=12, base_resolution=4, finest_resolution=8)
+    assert enc(x.float()).shape == (50, 6) and enc.dense == [True, True]
 
 
 def test_hash_grid_init_range():
     enc = HashGridEncoding(n_levels=4, log2_table_size=10, base_resolution=4, finest_resolution=32)
-    assert enc.table.abs().max() <= 1e-4 and enc.table.std() > 1e-5
+    t = torch.cat([p.detach().reshape(-1) for p in enc.tables])
+    assert t.abs().max() <= 1e-4 and t.std() > 1e-5
+    assert [p.shape[0] for p in enc.tables] == [min(2**10, (r + 1) ** 3) for r in enc.resolutions]
 
 
 def test_hash_grid_gradcheck_inputs_and_table():
     torch.manual_seed(0)
     enc = HashGridEncoding(n_levels=3, n_features=2, log2_table_size=8, base_resolution=3, finest_resolution=20).double()
-    table = torch.randn_like(enc.table).requires_grad_()
+    tables = [torch.randn_like(t).requires_grad_() for t in enc.tables]
     # keep points away from cell faces so finite differences stay inside one cell at every level
     x = (torch.rand(6, 3, dtype=torch.float64) * 0.9 + 0.05).requires_grad_()
 
-    def f(p, t):
-        return hash_grid_encode(p, t, enc.resolution, enc.table_size, enc.offset, enc.dense)
+    def f(p, *t):
+        return hash_grid_encode(p, t, enc.resolutions, enc.dense)
 
-    assert not bool(enc.dense[-1])  # the finest level is hashed
-    assert torch.autograd.gradcheck(f, (x, table), eps=1e-7, atol=1e-5)
+    assert enc.dense[0] and not enc.dense[-1]  # both paths (dense grid_sample, hashed gather) are checked
+    assert torch.autograd.gradcheck(f, (x, *tables), eps=1e-7, atol=1e-5)
+
+
+def test_fast_hash_path_matches_reference_indexing():
+    from physinv.core.encoding import hash_grid_indices
+
+    torch.manual_seed(1)
+    enc = HashGridEncoding(n_levels=5, n_features=2, log2_table_size=10, base_resolution=4, finest_resolution=64).double()
+    with torch.no_grad():
+        for t in enc.tables:
+            t.normal_()
+    lay = hash_grid_levels(5, 10, 4, 64)
+    table = torch.cat(list(enc.tables))
+    x = torch.rand(40, 3, dtype=torch.float64)
+    pos = x[:, None, :] * lay["resolution"].double()[None, :, None]
+    base = torch.minimum(pos.floor().long(), (lay["resolution"] - 1)[:, None])
+    frac = pos - base
+    corners_off = torch.tensor([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)])
+    corners = base[:, :, None, :] + corners_off
+    rows = hash_grid_indices(corners, lay["resolution"], lay["table_size"], lay["dense"]) + lay["offset"][:, None]
+    w = torch.where(corners_off.bool(), frac[:, :, None, :], 1 - frac[:, :, None, :]).prod(-1)
+    ref = (w[..., None] * table[rows]).sum(-2).flatten(1)
+    assert torch.allclose(enc(x), ref, atol=1e-12)
+    assert any(enc.dense) and not all(enc.dense)
 
 
 def _real_sh_scipy(l, m, theta, phi):
@@ -124,3 +147,4 @@ def test_spherical_harmonics_match_scipy(l_max):
 def test_spherical_harmonics_rejects_l5():
     with pytest.raises(ValueError, match="l_max"):
         spherical_harmonics(torch.zeros(1, 3), 5)
+
