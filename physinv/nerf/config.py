@@ -67,7 +67,7 @@ class NerfConfig:
     grid_threshold: float = 0.01
     grid_update_every: int = 16
     grid_update_fraction: float = 0.25  # of the cells, sampled uniformly (plus as many occupied ones)
-    render_steps: int = 256  # ngp marching step = box diagonal / render_steps
+    render_steps: Optional[int] = None  # ngp marching step = box diagonal / render_steps; default 2 x image size (about half a pixel per step)
     early_stop_eps: float = 1e-4  # ngp: drop samples behind transmittance < eps (0 disables)
     mixed_precision: bool = True  # bf16 autocast for the ngp/plain MLPs on CUDA
     compile: bool = False  # torch.compile the ngp/plain MLPs on CUDA
@@ -96,7 +96,7 @@ def resolve(config: NerfConfig, device: torch.device | str) -> NerfConfig:
     if values["samples_per_ray"] is None:
         values["samples_per_ray"] = 128 if cuda else 64
     for key in ("batch_rays", "coarse_samples", "samples_per_ray", "render_steps", "grid_resolution", "levels", "chunk_rays"):
-        if values[key] <= 0:
+        if values[key] is not None and values[key] <= 0:
             raise PhysinvError(f"--{key.replace('_', '-')}: must be > 0, got {values[key]}")
     if not 0 <= values["sh_l_max"] <= 4:
         raise PhysinvError(f"sh_l_max: must be in 0..4, got {values['sh_l_max']}")

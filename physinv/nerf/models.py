@@ -151,7 +151,10 @@ class NGPModel(nn.Module):
         self.register_buffer("aabb", aabb.detach().clone().float())
         self.field = NGPField(aabb, config)
         diag = float(torch.linalg.norm(aabb[1] - aabb[0]))
-        self.step = diag / config.render_steps
+        self.step = diag / (config.render_steps or 256)
+        # training steps left without the early-termination pass (see _render_packed); a buffer so
+        # that a resumed run makes the same choices
+        self.register_buffer("cull_skip", torch.zeros((), dtype=torch.long))
         self.grid = (
             OccupancyGrid(aabb, config.grid_resolution, config.grid_decay, config.grid_threshold, step=self.step, warmup_steps=0)
             if config.method == "ngp"
@@ -204,10 +207,17 @@ class NGPModel(nn.Module):
         R = origins.shape[0]
         s = self.grid.sample(origins, dirs, self.step, perturb=perturb)
         ridx, t0, t1 = s["ray_indices"], s["t_starts"], s["t_ends"]
-        if self.config.early_stop_eps > 0 and ridx.numel() > 0:
-            # early ray termination: drop samples behind opaque surfaces before the gradient pass
+        skip = self.training and int(self.cull_skip) > 0
+        if self.config.early_stop_eps > 0 and ridx.numel() > 0 and not skip:
+            # early ray termination: drop samples behind opaque surfaces before the gradient pass.
+            # The pass costs a density evaluation per sample it visits; while the field is still
+            # transparent (early training) it removes little, so it is then retried only every 8 calls.
             keep = cull_occluded(self.density, origins, dirs, ridx, t0, t1, R, eps=self.config.early_stop_eps)
+            if self.training and float(keep.float().mean()) > 0.8:
+                self.cull_skip.fill_(8)
             ridx, t0, t1 = ridx[keep], t0[keep], t1[keep]
+        elif skip:
+            self.cull_skip -= 1
         mid = 0.5 * (t0 + t1)
         sigma, rgb = self.field(origins[ridx] + dirs[ridx] * mid.unsqueeze(-1), dirs[ridx])
         out = render_packed(sigma, t1 - t0, mid, ridx, R, {"rgb": rgb}, background)
