@@ -35,6 +35,8 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=4, help="held-out samples inverted (invert stage)")
     ap.add_argument("--tv", type=float, default=1e-4)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--init-from", default=None, help="dense/cnn stages: fine-tune from this run")
+    ap.add_argument("--run-name", default=None, help="run folder name under WORK (default run_<model>)")
     args = ap.parse_args()
 
     import torch
@@ -56,16 +58,18 @@ def main() -> None:
         train_model(creneaux, run, spec, args.device)
         print(json.dumps({"stage": args.stage, **evaluate_run(run, creneaux, "test", args.device)}), flush=True)
     elif args.stage == "dense":
-        run = work / f"run_{args.model}"
-        spec = TrainSpec(model=args.model, steps=args.steps, max_minutes=args.minutes, batch_size=args.batch_size, lr=args.lr)
+        run = work / (args.run_name or f"run_{args.model}")
+        spec = TrainSpec(model=args.model, steps=args.steps, max_minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
+                         init_from=args.init_from)
         train_model(fields, run, spec, args.device)
         print(json.dumps({"stage": "dense", **evaluate_run(run, fields, "test", args.device)}), flush=True)
     else:
         from physinv.radiative.invert import InvertSpec, invert_cli
 
         inv = InvertSpec(steps=args.steps, max_minutes=args.minutes, tv=args.tv, lr=0.01)
-        out = work / f"invert_from_{args.model}"
-        metrics = invert_cli(fields, out, str(work / f"run_{args.model}"), -1, inv, args.device, args.count)
+        name = args.run_name or f"run_{args.model}"
+        out = work / f"invert_from_{name}"
+        metrics = invert_cli(fields, out, str(work / name), -1, inv, args.device, args.count)
         print(json.dumps({"stage": "invert", **metrics}), flush=True)
     del torch
 

@@ -96,13 +96,15 @@ def train(
     max_minutes: MaxMinutes = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate")] = 1e-3,
+    init_from: Annotated[Optional[Path], typer.Option("--init-from", help="fine-tune: start from this run's weights (new schedule)")] = None,
     device: Device = "auto",
     seed: Seed = 0,
 ) -> None:
     """Train a model on a dataset (last 10 % held out); resumes from <out>/checkpoint.pt."""
     from physinv.radiative.learn import TrainSpec, train_model
 
-    spec = TrainSpec(model=model, steps=steps or 2000, max_minutes=max_minutes, batch_size=batch_size, lr=lr, seed=seed)
+    spec = TrainSpec(model=model, steps=steps or 2000, max_minutes=max_minutes, batch_size=batch_size, lr=lr, seed=seed,
+                     init_from=str(init_from) if init_from else None)
     train_model(data, out, spec, device)
 
 

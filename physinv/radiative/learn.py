@@ -137,6 +137,7 @@ class TrainSpec:
     seed: int = 0
     eval_every: int = 250
     checkpoint_every: int = 100
+    init_from: str | None = None  # fine-tune: start from this run's weights and input/target statistics
 
 
 def _targets(model: str, arrays: dict[str, np.ndarray], data: Path) -> np.ndarray:
@@ -196,6 +197,41 @@ def _load_xy(data: Path, model: str, split: str) -> tuple[Tensor, Tensor, dict[s
     return x, y, meta
 
 
+def recalibrate_batchnorm(model: nn.Module, inputs: Tensor, device: torch.device, batches: int = 40, batch: int = 32,
+                          gen: torch.Generator | None = None) -> None:
+    """Re-estimate BatchNorm running statistics as plain averages over ``batches`` training batches
+    ("precise BN"). The exponential averages kept during training lag behind the weights while the
+    learning rate is high, which made held-out scores jump between evaluations."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            idx = torch.randint(0, len(inputs), (min(batch, len(inputs)),), generator=gen)
+            model(inputs[idx].to(device))
+    for m, mom in zip(norms, saved):
+        m.momentum = mom
+    model.eval()
+
+
+def recalibrate_run(run: str | Path, data: str | Path, device: str = "auto") -> None:
+    """Apply :func:`recalibrate_batchnorm` to a finished run's checkpoint (train split of ``data``)."""
+    from physinv.core.train import load_checkpoint, save_checkpoint, select_device
+
+    dev = select_device(device)
+    ckpt = load_checkpoint(Path(run) / "checkpoint.pt", map_location=dev)
+    model, norm, config = load_run(run, dev)
+    x, _, _ = _load_xy(Path(data), config["model"], "train")
+    recalibrate_batchnorm(model, norm.inputs(x), dev, gen=torch.Generator().manual_seed(0))
+    ckpt["state"]["model"] = model.state_dict()
+    save_checkpoint(Path(run) / "checkpoint.pt", ckpt)
+
+
 def predict(model: nn.Module, norm: Normaliser, x: Tensor, device: torch.device, batch: int = 32) -> Tensor:
     """Model outputs in physical units (regression) or logits (classification), on the CPU."""
     model.eval()
@@ -241,11 +277,19 @@ def train_model(data: str | Path, run: str | Path, spec: TrainSpec, device: str 
         raise input_error(data, "grid", f"the {spec.model} needs a grid multiple of 16, got {x.shape[-1]}")
     norm = Normaliser.fit(x, y, spec.model)
     ckpt_path = run / "checkpoint.pt"
+    init_weights = None
     if ckpt_path.is_file():  # resume: keep the statistics the weights were trained with
         from physinv.core.train import load_checkpoint
 
         norm = Normaliser.from_state(load_checkpoint(ckpt_path)["extra"]["norm"])
+    elif spec.init_from:
+        base_model, norm, base_config = load_run(spec.init_from, dev)
+        if base_config["model"] != spec.model or base_config["in_channels"] != x.shape[1]:
+            raise input_error(spec.init_from, "model", f"--init-from needs a {spec.model} run on {x.shape[1]} channels")
+        init_weights = base_model.state_dict()
     model = build_model(spec.model, x.shape[1], y.shape[1] if y.ndim == 2 else 1).to(dev)
+    if init_weights is not None:
+        model.load_state_dict(init_weights)
     opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, spec.steps), eta_min=spec.lr / 20)
     loss_fn = nn.MSELoss() if spec.model != "cnn-class" else nn.BCEWithLogitsLoss()
@@ -270,7 +314,11 @@ def train_model(data: str | Path, run: str | Path, spec: TrainSpec, device: str 
 
     def eval_fn(step: int) -> dict[str, float]:
         sub = slice(0, min(len(x_test), 128))
-        return score(spec.model, predict(model, norm, x_test[sub], dev), y_test[sub], rho_range)
+        momenta = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
+        recalibrate_batchnorm(model, xn, dev, batches=10, gen=torch.Generator().manual_seed(step))
+        out = score(spec.model, predict(model, norm, x_test[sub], dev), y_test[sub], rho_range)
+        model.load_state_dict({**model.state_dict(), **momenta})  # training continues with its own averages
+        return out
 
     config = {**asdict(spec), "data": str(data), "in_channels": int(x.shape[1]), "grid": int(x.shape[-1]),
               "n_out": int(y.shape[1]) if y.ndim == 2 else 1, "kind": meta["spec"]["kind"], "observe": meta["spec"]["observe"]}
@@ -282,6 +330,9 @@ def train_model(data: str | Path, run: str | Path, spec: TrainSpec, device: str 
         eval_every=spec.eval_every, config=config, extra_state=lambda: {"norm": norm.state()},
         desc=f"train {spec.model}", quiet=quiet,
     )
+    if result.step > result.resumed_from:  # precise BN statistics in the final checkpoint
+        recalibrate_run(run, data, str(dev))
+        model, norm, _ = load_run(run, dev)
     metrics = {**score(spec.model, predict(model, norm, x_test, dev), y_test, rho_range),
                "steps": result.step, "stopped_by": result.stopped_by, "train_seconds": round(result.elapsed_s, 1),
                "n_train": len(x), "n_test": len(x_test)}

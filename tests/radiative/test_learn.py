@@ -84,6 +84,10 @@ def test_train_and_eval_cli(tmp_path, capsys):
     m = run_cli(["radiative", "train", str(data), "--model", "cnn", "--out", str(tmp_path / "cnn"), "--steps", "5",
                  "--batch-size", "4", "--device", "cpu"], capsys)
     assert m["steps"] == 5
+    # fine-tuning starts a new run from the weights of another
+    m = run_cli(["radiative", "train", str(data), "--model", "cnn", "--out", str(tmp_path / "ft"), "--steps", "2",
+                 "--batch-size", "4", "--init-from", str(tmp_path / "cnn"), "--device", "cpu"], capsys)
+    assert m["steps"] == 2
     # a dense model on a créneaux set is fine; a CNN on a fields set is refused
     fields = tmp_path / "f"
     generate_dataset(DatasetSpec(kind="fields", n=4, batch=4, grid=16, t_final=0.001, k=2), fields, "cpu", quiet=True)
