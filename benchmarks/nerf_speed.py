@@ -5,7 +5,8 @@ the training time needed to reach given PSNRs, steps/s and samples per ray. Trai
 the periodic evaluations (each logs its own duration). The scene is the built-in Mitsuba scene
 (64x64, 100 training / 10 test views) unless --data is given.
 
-    python benchmarks/nerf_speed.py --budgets 60,120 --methods ngp,plain      # CPU, short
+    python benchmarks/nerf_speed.py --budgets 60,120 --methods ngp,plain --threads 2   # CPU, short
+    python benchmarks/nerf_speed.py --methods nerf --nerf-batch-rays 256 --budgets 300  # faithful NeRF on a CPU
     python benchmarks/nerf_speed.py --device cuda                              # GPU: 8192 rays/step, bf16
 
 Plain configuration (the reference): hash grid 16 levels x 2 features, T = 2^19, 128 uniform
@@ -66,6 +67,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--eval-every", type=int, default=0, help="steps between PSNR evaluations (0: per method)")
     ap.add_argument("--res", type=int, default=64)
     ap.add_argument("--views", type=int, default=100)
+    ap.add_argument("--nerf-batch-rays", type=int, default=None, help="rays per step of the faithful nerf (default: the paper's 4096; a CPU needs far fewer)")
     ap.add_argument("--set", action="append", default=[], help="extra config key=value for every method (repeatable)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -91,7 +93,10 @@ def main(argv=None) -> dict:
         run = args.work / f"run_{method}"
         shutil.rmtree(run, ignore_errors=True)
         eval_every = args.eval_every or (50 if method == "nerf" else 100) * (1 if device.type == "cpu" else 5)
-        cfg = NerfConfig(method=method, steps=10**7, eval_every=eval_every, checkpoint_every=10**7, **extra)
+        overrides = dict(extra)
+        if method == "nerf" and args.nerf_batch_rays:
+            overrides["batch_rays"] = args.nerf_batch_rays
+        cfg = NerfConfig(method=method, steps=10**7, eval_every=eval_every, checkpoint_every=10**7, **overrides)
         t0 = time.perf_counter()
         res = train(data, run, cfg, device=device, max_minutes=max(budgets) / 60.0, quiet=True)
         wall = time.perf_counter() - t0

@@ -6,6 +6,8 @@ Distances ``t`` are in scene units along unit-length ray directions.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -267,7 +269,7 @@ def cull_occluded(
     local = torch.arange(M, device=ray_indices.device) - offsets[ray_indices]
     depth = torch.zeros(n_rays, dtype=torch.float64, device=ray_indices.device)  # optical depth so far
     alive = counts > 0
-    log_eps = -torch.log(torch.tensor(eps, dtype=torch.float64))
+    log_eps = -math.log(eps)  # transmittance < eps  <=>  optical depth > -ln eps
     for start in range(0, int(counts.max()), chunk):
         # the samples [start, start + chunk) of every alive ray
         sel = (local >= start) & (local < start + chunk) & alive[ray_indices]

@@ -66,6 +66,7 @@ class NerfConfig:
     grid_decay: float = 0.95
     grid_threshold: float = 0.01
     grid_update_every: int = 16
+    grid_warmup_updates: int = 2  # the first updates visit every cell (instant-ngp: all cells while warming up)
     grid_update_fraction: float = 0.25  # of the cells, sampled uniformly (plus as many occupied ones)
     render_steps: Optional[int] = None  # ngp marching step = box diagonal / render_steps; default 2 x image size (about half a pixel per step)
     early_stop_eps: float = 1e-4  # ngp: drop samples behind transmittance < eps (0 disables)

@@ -156,7 +156,7 @@ class NGPModel(nn.Module):
         # that a resumed run makes the same choices
         self.register_buffer("cull_skip", torch.zeros((), dtype=torch.long))
         self.grid = (
-            OccupancyGrid(aabb, config.grid_resolution, config.grid_decay, config.grid_threshold, step=self.step, warmup_steps=0)
+            OccupancyGrid(aabb, config.grid_resolution or 64, config.grid_decay, config.grid_threshold, step=self.step, warmup_steps=config.grid_warmup_updates)
             if config.method == "ngp"
             else None
         )
@@ -179,9 +179,12 @@ class NGPModel(nn.Module):
 
     @torch.no_grad()
     def update_grid(self, step: int) -> None:
-        """EMA update of the occupancy grid every ``grid_update_every`` steps (``ngp`` only)."""
+        """EMA update of the occupancy grid every ``grid_update_every`` steps (``ngp`` only).
+
+        The first update waits for step ``grid_update_every``: at step 0 the field is still its
+        uniform initial fog and an update would teach the grid nothing."""
         c = self.config
-        if self.grid is None or step % c.grid_update_every != 0:
+        if self.grid is None or step == 0 or step % c.grid_update_every != 0:
             return
         n = int(self.grid.density.numel() * c.grid_update_fraction)
         self.grid.update(self.density, n_cells=n)

@@ -48,14 +48,32 @@ def test_psnr_rises_on_tiny_scene(ngp_run):
     assert train_psnr[-1] > train_psnr[0] + 8.0 and train_psnr[-1] > 20.0
 
 
-def test_occupancy_grid_keeps_all_density(ngp_run):
+def test_occupancy_grid_keeps_all_density(ngp_run, tiny_scene):
     run, _ = ngp_run
     r = load_run(run)
     grid = r.model.grid
-    grid.update(r.model.density, n_cells=grid.density.numel())  # a full update of the final field
+    # 1. rendering with the trained grid equals rendering with nothing culled: the skipped space
+    #    held no density that a ray could see
+    from physinv.io.dataset import load_views
+    from physinv.nerf.train import sample_rays
+
+    views = load_views(tiny_scene, "train")
+    o, d, _ = sample_rays(views, 2048, torch.Generator().manual_seed(0))
+    culled = r.render_rays(o, d)
+    saved = grid.occupied.clone()
+    grid.occupied.fill_(True)
+    full = r.render_rays(o, d)
+    grid.occupied.copy_(saved)
+    assert (~saved).any()  # the grid does skip space
+    assert (culled["rgb"] - full["rgb"]).abs().max() < 0.02
+    # (only fog below the threshold, density * step < 0.01 per step, is dropped)
+    assert (culled["opacity"] - full["opacity"]).abs().mean() < 0.01
+    # 2. after a few full updates of the final field, every point whose density is clearly above
+    #    the threshold (10x) lies in an occupied cell
+    for _ in range(4):
+        grid.update(r.model.density, n_cells=grid.density.numel())
     pts = r.aabb[0] + torch.rand(100000, 3) * (r.aabb[1] - r.aabb[0])
-    sigma = r.density(pts)
-    holds = sigma * r.model.step > grid.threshold
+    holds = r.density(pts) * r.model.step > 10 * grid.threshold
     assert holds.any() and grid.is_occupied(pts[holds]).all()
 
 
