@@ -99,7 +99,7 @@ class JsonlLog:
 
     def write(self, record: Mapping[str, Any]) -> None:
         with self.path.open("a") as f:
-            f.write(json.dumps(_jsonable(record)) + "\n")
+            f.write(json.dumps(to_jsonable(record)) + "\n")
 
     def read(self) -> list[dict[str, Any]]:
         if not self.path.is_file():
@@ -107,15 +107,16 @@ class JsonlLog:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
 
-def _jsonable(value: Any) -> Any:
+def to_jsonable(value: Any) -> Any:
+    """Tensors, NumPy scalars, Paths and nested containers -> plain JSON-serialisable values."""
     if isinstance(value, torch.Tensor):
         return value.item() if value.numel() == 1 else value.tolist()
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     return value

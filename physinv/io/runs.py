@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-from physinv.core.train import _jsonable, atomic_write_bytes
+from physinv.core.train import to_jsonable, atomic_write_bytes
 
 
 def emit_metrics(metrics: Mapping[str, Any], run_dir: str | Path | None) -> dict[str, Any]:
@@ -15,7 +15,7 @@ def emit_metrics(metrics: Mapping[str, Any], run_dir: str | Path | None) -> dict
 
     Non-finite floats are written as ``null`` so the line is strict JSON.
     """
-    clean = _finite(_jsonable(dict(metrics)))
+    clean = _finite(to_jsonable(dict(metrics)))
     if run_dir is not None:
         atomic_write_bytes(Path(run_dir) / "metrics.json", (json.dumps(clean, indent=2) + "\n").encode())
     print(json.dumps(clean), flush=True)
