@@ -1,6 +1,6 @@
 """Accuracy of the radiative inverse problem, stage by stage (each prints one JSON line).
 
-    python benchmarks/radiative_accuracy.py --work WORK --stage data   # créneaux + fields data sets
+    python benchmarks/radiative_accuracy.py --work WORK --stage data   # créneaux + fields data sets (compiled solver)
     python benchmarks/radiative_accuracy.py --work WORK --stage cnn --minutes 12
     python benchmarks/radiative_accuracy.py --work WORK --stage dense --model unet --minutes 15
     python benchmarks/radiative_accuracy.py --work WORK --stage invert --count 4 --steps 30
@@ -51,7 +51,7 @@ def main() -> None:
         dev = select_device(args.device)
         for kind, n, out in (("fields", args.n_fields, fields), ("creneaux", args.n_creneaux, creneaux)):
             spec = DatasetSpec(kind=kind, n=n, grid=64, batch=64, cfl=0.9, t_final=0.005, k=4, fixed_point_iters=3)
-            print(json.dumps({"stage": "data", "kind": kind, **generate_dataset(spec, out, dev)}), flush=True)
+            print(json.dumps({"stage": "data", "kind": kind, **generate_dataset(spec, out, dev, compile=True)}), flush=True)
     elif args.stage in ("cnn", "cnn-class"):
         run = work / f"run_{args.stage}"
         spec = TrainSpec(model=args.stage, steps=args.steps, max_minutes=args.minutes, batch_size=args.batch_size, lr=args.lr)

@@ -55,7 +55,7 @@ def demo_section(report, work_dir: str | Path, device: torch.device, seed: int =
     with torch.no_grad():
         obs = observe_batch(truth, spec)
     start = torch.full_like(truth, 0.8)
-    inv = InvertSpec(steps=40, lr=0.08, tv=1e-3, dtype="float64" if dtype == torch.float64 else "float32", solver_chunk=None)
+    inv = InvertSpec(steps=80, lr=0.08, tv=1e-3, dtype="float64" if dtype == torch.float64 else "float32", solver_chunk=None)
     rho_hat, inv_metrics = invert_density(obs, spec, start, inv, work_dir / "invert", truth=truth, quiet=True)
     rng = spec.rho_max - spec.rho_min
     before = density_metrics(start, truth, rng)
