@@ -40,22 +40,24 @@ def _fn1(torch_fn, math_fn):
     return apply
 
 
-def _min(*args):
-    if any(isinstance(a, torch.Tensor) for a in args):
-        out = args[0]
+def _elementwise_reduce(torch_op, python_op):
+    """min/max over any mix of numbers and tensors (numbers take the dtype/device of the first tensor)."""
+
+    def apply(*args):
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        if not tensors:
+            return python_op(args)
+        like = dict(dtype=tensors[0].dtype, device=tensors[0].device)
+        out = torch.as_tensor(args[0], **like)
         for a in args[1:]:
-            out = torch.minimum(torch.as_tensor(out), torch.as_tensor(a, dtype=torch.as_tensor(out).dtype, device=torch.as_tensor(out).device))
+            out = torch_op(out, torch.as_tensor(a, **like))
         return out
-    return min(args)
+
+    return apply
 
 
-def _max(*args):
-    if any(isinstance(a, torch.Tensor) for a in args):
-        out = args[0]
-        for a in args[1:]:
-            out = torch.maximum(torch.as_tensor(out), torch.as_tensor(a, dtype=torch.as_tensor(out).dtype, device=torch.as_tensor(out).device))
-        return out
-    return max(args)
+_min = _elementwise_reduce(torch.minimum, min)
+_max = _elementwise_reduce(torch.maximum, max)
 
 
 def _clip(x, lo, hi):
