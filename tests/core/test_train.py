@@ -90,6 +90,7 @@ def test_time_budget_stops_early_and_keeps_result(tmp_path):
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == res.step
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_checkpoint_rejects_pickled_code(tmp_path):
     import pickle
 
