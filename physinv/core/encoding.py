@@ -112,8 +112,11 @@ def _dense_level(x: Tensor, table: Tensor, resolution: int) -> Tensor:
     return out.view(table.shape[-1], -1).t()
 
 
-def _hashed_level(x: Tensor, table: Tensor, resolution: int) -> Tensor:
-    """Trilinear blend of the 8 hashed corner features of one level: x (N, 3) in [0, 1] -> (N, F)."""
+def _hashed_level(x: Tensor, table: Tensor, resolution: int, sparse_grad: bool = False) -> Tensor:
+    """Trilinear blend of the 8 hashed corner features of one level: x (N, 3) in [0, 1] -> (N, F).
+
+    ``sparse_grad``: gather the rows with ``embedding(..., sparse=True)``, whose backward gives the
+    table a sparse COO gradient (only the <= 8 N touched rows) instead of a dense (T, F) one."""
     pos = x * resolution
     # the cell's lower corner; at x = 1 stay in the last cell with fraction 1
     base = pos.detach().floor().clamp(max=resolution - 1).long()
@@ -124,17 +127,22 @@ def _hashed_level(x: Tensor, table: Tensor, resolution: int) -> Tensor:
     mask = table.shape[0] - 1  # T is a power of two: mod T == & (T - 1), and (a^b^c)&m == (a&m)^(b&m)^(c&m)
     terms = [(corner[:, k] * HASH_PRIMES[k]) & mask for k in range(3)]
     rows = _outer3(terms[0], terms[1], terms[2], torch.bitwise_xor)  # (N, 8)
-    feats = table.index_select(0, rows.reshape(-1)).view(-1, 8, table.shape[-1])
+    if sparse_grad:
+        feats = torch.nn.functional.embedding(rows, table, sparse=True)  # (N, 8, F)
+    else:
+        feats = table.index_select(0, rows.reshape(-1)).view(-1, 8, table.shape[-1])
     return (weights.to(feats.dtype).unsqueeze(-1) * feats).sum(1)
 
 
-def hash_grid_encode(x: Tensor, tables: Sequence[Tensor], resolutions: Sequence[int], dense: Sequence[bool]) -> Tensor:
+def hash_grid_encode(x: Tensor, tables: Sequence[Tensor], resolutions: Sequence[int], dense: Sequence[bool], sparse_grad: bool = False) -> Tensor:
     """Multi-resolution hash encoding.
 
     x: (N, 3) positions in [0, 1]^3 (clamped); tables: one (rows_l, F) feature table per level
     (``(N_l + 1)^3`` rows when dense, else a power of two T); resolutions N_l and dense flags from
     :func:`hash_grid_levels`. Returns (N, L * F), level-major. Differentiable w.r.t. ``x``
-    (piecewise linear) and the tables.
+    (piecewise linear) and the tables. ``sparse_grad``: the hashed levels' tables receive sparse
+    COO gradients (for a lazy optimiser such as :class:`physinv.nerf.optim.InstantNGPAdam` or
+    ``torch.optim.SparseAdam``); the dense levels keep dense gradients.
 
     Speed (pure PyTorch on CPU is memory bound): the levels are looked up one at a time, so each
     level's gathers and scatters stay inside its own few-MB table (cache friendly) instead of one
@@ -144,7 +152,7 @@ def hash_grid_encode(x: Tensor, tables: Sequence[Tensor], resolutions: Sequence[
     x = x.clamp(0.0, 1.0)
     outs = []
     for table, res, is_dense in zip(tables, resolutions, dense):
-        outs.append(_dense_level(x, table, int(res)) if is_dense else _hashed_level(x, table, int(res)))
+        outs.append(_dense_level(x, table, int(res)) if is_dense else _hashed_level(x, table, int(res), sparse_grad))
     return torch.cat(outs, -1)
 
 
@@ -155,10 +163,15 @@ class HashGridEncoding(nn.Module):
     base_resolution N_min (16), finest_resolution N_max (2048 in the paper for large scenes; a
     64-pixel scene needs far less). ``out_dim = L * F``. One parameter table per level
     (``tables[l]``: (min(T, (N_l+1)^3), F)).
+
+    ``sparse_grad`` (default False): the hashed levels' tables get sparse gradients (rows touched by
+    the batch only), so that an optimiser can skip the untouched rows as instant-ngp does; the
+    dense levels' tables keep dense gradients. Values and gradients are the same either way.
     """
 
-    def __init__(self, n_levels: int = 16, n_features: int = 2, log2_table_size: int = 19, base_resolution: int = 16, finest_resolution: int = 2048, init_scale: float = 1e-4):
+    def __init__(self, n_levels: int = 16, n_features: int = 2, log2_table_size: int = 19, base_resolution: int = 16, finest_resolution: int = 2048, init_scale: float = 1e-4, sparse_grad: bool = False):
         super().__init__()
+        self.sparse_grad = sparse_grad
         self.n_levels, self.n_features, self.log2_table_size = n_levels, n_features, log2_table_size
         self.base_resolution, self.finest_resolution = base_resolution, finest_resolution
         layout = hash_grid_levels(n_levels, log2_table_size, base_resolution, finest_resolution)
@@ -171,10 +184,10 @@ class HashGridEncoding(nn.Module):
         self.out_dim = n_levels * n_features
 
     def forward(self, x: Tensor) -> Tensor:
-        return hash_grid_encode(x, list(self.tables), self.resolutions, self.dense)
+        return hash_grid_encode(x, list(self.tables), self.resolutions, self.dense, self.sparse_grad)
 
     def extra_repr(self) -> str:
-        return f"levels={self.n_levels}, features={self.n_features}, T=2^{self.log2_table_size}, N_min={self.base_resolution}, N_max={self.finest_resolution}, b={self.growth:.4f}"
+        return f"levels={self.n_levels}, features={self.n_features}, T=2^{self.log2_table_size}, N_min={self.base_resolution}, N_max={self.finest_resolution}, b={self.growth:.4f}, sparse_grad={self.sparse_grad}"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from physinv.errors import input_error
 from physinv.io.dataset import ViewSet, load_views
 from physinv.nerf.config import NerfConfig, resolve
 from physinv.nerf.models import build_model
+from physinv.nerf.optim import InstantNGPAdam
 
 
 def mse_to_psnr(mse: float | Tensor) -> float:
@@ -72,6 +73,28 @@ def render_rays_chunked(model: torch.nn.Module, origins: Tensor, dirs: Tensor, b
     return {k: torch.cat(v) if v else origins.new_zeros((0,)) for k, v in parts.items()}
 
 
+def build_optimizer(model: torch.nn.Module, cfg: NerfConfig) -> torch.optim.Optimizer:
+    """The optimiser of ``cfg.method`` (``cfg`` resolved).
+
+    nerf: Adam(lr) as the paper. ngp/plain: Adam betas (0.9, 0.99), eps 1e-15 (instant-ngp) with
+    three groups: MLP weight matrices (L2 ``mlp_weight_decay``), other MLP parameters, hash tables
+    (no L2). With ``sparse_grad`` the tables are updated lazily by :class:`InstantNGPAdam` (entries
+    with a zero gradient skipped, as instant-ngp does), else everything by dense ``torch.optim.Adam``.
+    """
+    if cfg.method == "nerf":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    tables = list(model.field.encoding.parameters())
+    table_ids = {id(p) for p in tables}
+    others = [p for p in model.parameters() if id(p) not in table_ids]
+    weights = [p for p in others if p.dim() >= 2]
+    rest = [p for p in others if p.dim() < 2]
+    wd = float(cfg.mlp_weight_decay or 0.0)
+    groups = [{"params": weights, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
+    if cfg.sparse_grad:
+        return InstantNGPAdam(groups + [{"params": tables, "weight_decay": 0.0, "sparse": True}], lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
+    return torch.optim.Adam(groups + [{"params": tables, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
+
+
 @dataclass
 class TrainResult:
     fit: FitResult
@@ -112,10 +135,7 @@ def train(
     model = build_model(cfg, aabb).to(device)
     if hasattr(model, "enable_cuda_speedups"):
         model.enable_cuda_speedups()
-    if cfg.method == "nerf":
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    else:
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
+    optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.1 ** (1.0 / cfg.lr_decay_steps))
     background = views.background
 

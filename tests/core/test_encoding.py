@@ -93,6 +93,25 @@ def test_hash_grid_gradcheck_inputs_and_table():
     assert torch.autograd.gradcheck(f, (x, *tables), eps=1e-7, atol=1e-5)
 
 
+def test_hash_grid_sparse_grad_matches_dense_grad():
+    # sparse_grad changes only the gradient's layout: same values, same (densified) gradients,
+    # sparse COO for the hashed levels, dense for the dense ones
+    torch.manual_seed(2)
+    dense_enc = HashGridEncoding(n_levels=3, n_features=2, log2_table_size=8, base_resolution=3, finest_resolution=20).double()
+    sparse_enc = HashGridEncoding(n_levels=3, n_features=2, log2_table_size=8, base_resolution=3, finest_resolution=20, sparse_grad=True).double()
+    sparse_enc.load_state_dict(dense_enc.state_dict())
+    x = torch.rand(30, 3, dtype=torch.float64)
+    w = torch.randn(30, 6, dtype=torch.float64)
+    a, b = dense_enc(x), sparse_enc(x)
+    assert torch.equal(a, b)
+    (a * w).sum().backward()
+    (b * w).sum().backward()
+    for is_dense, td, ts in zip(sparse_enc.dense, dense_enc.tables, sparse_enc.tables):
+        assert ts.grad.is_sparse == (not is_dense)
+        assert torch.allclose(ts.grad.to_dense(), td.grad, atol=1e-12)
+    assert not all(sparse_enc.dense) and "sparse_grad=True" in repr(sparse_enc)
+
+
 def test_fast_hash_path_matches_reference_indexing():
     from physinv.core.encoding import hash_grid_indices
 

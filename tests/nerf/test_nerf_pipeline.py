@@ -65,7 +65,9 @@ def test_occupancy_grid_keeps_all_density(ngp_run, tiny_scene):
     full = r.render_rays(o, d)
     grid.occupied.copy_(saved)
     assert (~saved).any()  # the grid does skip space
-    assert (culled["rgb"] - full["rgb"]).abs().max() < 0.02
+    # (a ray may still graze fog that the field grew after the cell's last update)
+    diff = (culled["rgb"] - full["rgb"]).abs()
+    assert diff.max() < 0.05 and diff.mean() < 0.002, (float(diff.max()), float(diff.mean()))
     # (only fog below the threshold, density * step < 0.01 per step, is dropped)
     assert (culled["opacity"] - full["opacity"]).abs().mean() < 0.01
     # 2. after a few full updates of the final field, every point whose density is clearly above
