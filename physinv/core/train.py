@@ -218,7 +218,11 @@ def fit(
         for name, obj in state.items():
             if name not in ckpt.get("state", {}):
                 raise input_error(ckpt_path, f"state.{name}", "missing from checkpoint (different method?)")
-            obj.load_state_dict(ckpt["state"][name])
+            try:
+                obj.load_state_dict(ckpt["state"][name])
+            except (RuntimeError, ValueError, KeyError) as err:  # shapes/groups of another configuration
+                first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise input_error(ckpt_path, f"state.{name}", f"does not match this run's configuration ({first_line}); use a new --out") from None
         if load_extra_state is not None and "extra" in ckpt:
             load_extra_state(ckpt["extra"])
         if "rng" in ckpt:

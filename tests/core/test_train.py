@@ -115,3 +115,10 @@ def test_device_choice():
         assert select_device("auto").type == "cpu"
         with pytest.raises(PhysinvError, match="no CUDA device"):
             select_device("cuda")
+
+
+def test_resume_with_another_architecture_is_one_clear_line(tmp_path):
+    small = torch.nn.Linear(2, 2)
+    fit(lambda i: {}, run_dir=tmp_path, steps=1, state={"model": small}, quiet=True)
+    with pytest.raises(PhysinvError, match=r"checkpoint.pt: state.model: does not match this run's configuration \(.*\); use a new --out"):
+        fit(lambda i: {}, run_dir=tmp_path, steps=2, state={"model": torch.nn.Linear(3, 2)}, quiet=True)
