@@ -14,10 +14,12 @@ Methods:
 * ``ngp``   — instant-ngp style: hash grid (16 levels x 2 features, T = 2^19), SH directions
   (l_max = 3, instant-ngp's "degree 4", 16 coefficients), a 1x64 density MLP and a 2x64 colour
   MLP, an occupancy grid (128^3 on CUDA, 64^3 on CPU by default, EMA decay 0.95, threshold 0.01 on ``density * step``) and packed
-  samples; instant-ngp's Adam (:class:`physinv.nerf.optim.InstantNGPAdam`): 1e-2, betas (0.9, 0.99),
-  eps 1e-15, L2 1e-6 on the MLP weights only, and hash-table entries with an exactly zero gradient
-  skipped (sparse gradients of the hashed levels, ``sparse_grad``), each entry bias-corrected by its
-  own step count.
+  samples; Adam 1e-2, betas (0.9, 0.99), eps 1e-15, L2 1e-6 on the MLP weights only (instant-ngp).
+  instant-ngp also skips hash-table entries whose gradient is exactly zero; that optimiser is
+  ``sparse_grad = true`` (:class:`physinv.nerf.optim.InstantNGPAdam`, sparse gradients of the hashed
+  levels, each entry bias-corrected by its own step count). It is off by default: in pure PyTorch on
+  a CPU it was 1.25x slower per step and reached the plain model's 10-minute PSNR at 374 s against
+  289 s for dense Adam (benchmarks/RESULTS.md); on a GPU it is unmeasured.
 * ``plain`` — the same field as ``ngp`` with ``samples_per_ray`` uniform stratified samples in
   the scene box and no occupancy grid (the reference configuration of the speed benchmark): dense
   ``torch.optim.Adam`` 1e-2, betas (0.9, 0.99), eps 1e-15, no L2.
@@ -76,13 +78,13 @@ class NerfConfig:
     early_stop_eps: float = 1e-4  # ngp: drop samples behind transmittance < eps (0 disables)
     mixed_precision: bool = True  # bf16 autocast for the ngp/plain MLPs on CUDA
     compile: bool = False  # torch.compile the ngp/plain MLPs on CUDA
-    sparse_grad: Optional[bool] = None  # ngp True: sparse table gradients + instant-ngp's lazy Adam; plain False: dense Adam
+    sparse_grad: Optional[bool] = None  # True: sparse table gradients + instant-ngp's lazy Adam; default False (dense Adam), see above
     mlp_weight_decay: Optional[float] = None  # L2 on the MLP weight matrices (ngp 1e-6 as instant-ngp; plain 0)
 
 
 _METHOD_DEFAULTS = {
     "nerf": {"lr": 5e-4, "lr_decay_steps": 250_000},
-    "ngp": {"lr": 1e-2, "lr_decay_steps": 30_000, "sparse_grad": True, "mlp_weight_decay": 1e-6},
+    "ngp": {"lr": 1e-2, "lr_decay_steps": 30_000, "sparse_grad": False, "mlp_weight_decay": 1e-6},
     "plain": {"lr": 1e-2, "lr_decay_steps": 30_000, "sparse_grad": False, "mlp_weight_decay": 0.0},
 }
 

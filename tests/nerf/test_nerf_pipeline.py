@@ -107,9 +107,10 @@ def test_exact_reproduction_scores_very_high_psnr(ngp_run, tiny_scene, monkeypat
     assert 15 < real["psnr"] < metrics["psnr"]
 
 
-def test_resume_continues_the_same_run(tiny_scene, tmp_path):
+@pytest.mark.parametrize("sparse_grad", [False, True], ids=["dense-adam", "instant-ngp-sparse-adam"])
+def test_resume_continues_the_same_run(tiny_scene, tmp_path, sparse_grad):
     torch.set_num_threads(1)
-    cfg = dict(TINY, checkpoint_every=10, eval_every=1000, batch_rays=64)
+    cfg = dict(TINY, checkpoint_every=10, eval_every=1000, batch_rays=64, sparse_grad=sparse_grad)
     straight = tmp_path / "straight"
     train(tiny_scene, straight, NerfConfig(method="ngp", steps=40, **cfg), quiet=True)
     split = tmp_path / "split"
