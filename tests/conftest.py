@@ -15,3 +15,20 @@ def tiny_scene(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny_scene")
     return synthesize(out, views=8, test_views=2, res=32, spp=16, seed=0, progress=False)
+
+
+@pytest.fixture
+def cli_error(capsys):
+    """``cli_error(argv) -> str``: run ``physinv.cli.main(argv)``, assert it exits with code 2 and
+    writes exactly one stderr line (no traceback); return that line."""
+    from physinv.cli import main
+
+    def run(argv) -> str:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err  # one line, no traceback
+        return err[0]
+
+    return run

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from physinv.cli import main
 from physinv.errors import PhysinvError
 from physinv.io.dataset import load_views
 from physinv.io.images import read_image, write_image
@@ -39,30 +38,21 @@ def _copy(tiny_scene, tmp_path):
     return data
 
 
-def _cli_error(capsys, argv) -> str:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
-
-
-def test_missing_image_is_named(tiny_scene, tmp_path, capsys):
+def test_missing_image_is_named(tiny_scene, tmp_path, cli_error):
     data = _copy(tiny_scene, tmp_path)
     (data / "train" / "r_003.png").unlink()
     with pytest.raises(PhysinvError, match=r"r_003.png: image not found \(frames\[3\].file_path in transforms_train.json\)"):
         load_views(data, "train")
-    line = _cli_error(capsys, ["synth", "inspect", str(data)])
+    line = cli_error(["synth", "inspect", str(data)])
     assert line.startswith("physinv: error: ") and "train/r_003.png: image not found" in line
 
 
-def test_mixed_sizes_are_named(tiny_scene, tmp_path, capsys):
+def test_mixed_sizes_are_named(tiny_scene, tmp_path, cli_error):
     data = _copy(tiny_scene, tmp_path)
     write_image(data / "train" / "r_005.png", np.zeros((16, 32, 4)))
     with pytest.raises(PhysinvError, match=r"r_005.png: image is 32x16 but r_000.png is 32x32"):
         load_views(data, "train")
-    assert "r_005.png: image is 32x16" in _cli_error(capsys, ["synth", "inspect", str(data)])
+    assert "r_005.png: image is 32x16" in cli_error(["synth", "inspect", str(data)])
     # a per-frame size in the json that disagrees with frame 0
     meta = json.loads((data / "transforms_test.json").read_text())
     meta["frames"][1]["w"] = 48

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from physinv.cli import main
 from physinv.errors import PhysinvError
 from physinv.io.images import write_image
 from physinv.io.transforms import Frame, Transforms, read_transforms, split_path, write_transforms
@@ -134,21 +133,12 @@ def test_truncated_file(tmp_path):
         read_transforms(path)
 
 
-def _cli_error(capsys, argv) -> str:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err  # one line, no traceback
-    return err[0]
-
-
-def test_cli_names_file_and_field(tmp_path, capsys):
+def test_cli_names_file_and_field(tmp_path, cli_error):
     data = _good()
     data["frames"][3]["transform_matrix"] = [[1, 2], [3, 4]]
     (tmp_path / "transforms_train.json").write_text(json.dumps(data))
-    line = _cli_error(capsys, ["synth", "inspect", str(tmp_path)])
+    line = cli_error(["synth", "inspect", str(tmp_path)])
     assert line == "physinv: error: transforms_train.json: frames[3].transform_matrix: expected a 4x4 matrix"
     (tmp_path / "transforms_train.json").write_text(json.dumps(_good())[:-40])
-    assert _cli_error(capsys, ["synth", "inspect", str(tmp_path)]).startswith("physinv: error: transforms_train.json: not valid JSON")
-    assert _cli_error(capsys, ["synth", "inspect", str(tmp_path / "nowhere")]).endswith("nowhere: data folder not found")
+    assert cli_error(["synth", "inspect", str(tmp_path)]).startswith("physinv: error: transforms_train.json: not valid JSON")
+    assert cli_error(["synth", "inspect", str(tmp_path / "nowhere")]).endswith("nowhere: data folder not found")

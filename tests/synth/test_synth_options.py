@@ -22,15 +22,6 @@ from physinv.synth.spec import load_spec
 TINY = dict(views=2, test_views=1, res=16, spp=2, progress=False)
 
 
-def _cli_error(capsys, argv) -> str:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
-
-
 def _cli_ok(argv) -> None:
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -114,12 +105,12 @@ def test_spec_file_mesh_image_texture_and_file_light(spec_dir, tmp_path):
         (lambda s: s.replace("radius = 3.0", "radius = 1.5"), "camera.radius: 1.5 puts the cameras inside the scene box"),
     ],
 )
-def test_bad_spec_names_file_and_key(spec_dir, tmp_path, capsys, edit, where):
+def test_bad_spec_names_file_and_key(spec_dir, tmp_path, cli_error, edit, where):
     (spec_dir / "bad.toml").write_text(edit(SPEC))
     with pytest.raises(PhysinvError) as err:
         synthesize(tmp_path / "o", spec=spec_dir / "bad.toml", **TINY)
     assert f"bad.toml: {where}" in str(err.value)
-    line = _cli_error(capsys, ["synth", "scene", "--out", str(tmp_path / "o"), "--spec", str(spec_dir / "bad.toml")])
+    line = cli_error(["synth", "scene", "--out", str(tmp_path / "o"), "--spec", str(spec_dir / "bad.toml")])
     assert line.startswith("physinv: error: ") and f"bad.toml: {where}" in line
 
 
@@ -194,7 +185,7 @@ def test_variant_choice(monkeypatch):
     assert variant_mod._version("/usr/lib/x86_64-linux-gnu/libLLVM-16.so.1")[0] == 16
 
 
-def test_cli_scene_prints_one_json_line(tmp_path, capsys, monkeypatch):
+def test_cli_scene_prints_one_json_line(tmp_path, capsys, cli_error, monkeypatch):
     monkeypatch.setenv("PHYSINV_MITSUBA_VARIANT", "scalar_rgb")
     _cli_ok(["synth", "scene", "--out", str(tmp_path / "d"), "--views", "2", "--test-views", "1", "--res", "16", "--spp", "2", "--seed", "4", "--device", "cpu"])
     last = capsys.readouterr().out.strip().splitlines()[-1]
@@ -205,4 +196,4 @@ def test_cli_scene_prints_one_json_line(tmp_path, capsys, monkeypatch):
     _cli_ok(inspect)
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert info["views"] == 1 and info["maps"] == ["depth", "normal", "albedo", "instance"]
-    assert _cli_error(capsys, ["synth", "scene", "--out", str(tmp_path / "e"), "--lights", "0"]) == "physinv: error: --lights: expected an integer >= 1, got 0"
+    assert cli_error(["synth", "scene", "--out", str(tmp_path / "e"), "--lights", "0"]) == "physinv: error: --lights: expected an integer >= 1, got 0"
