@@ -263,33 +263,12 @@ def _scene_aabb(spec: SceneSpec, meshes: list) -> np.ndarray:
     return np.stack([lo - pad, hi + pad])
 
 
-def synthesize(
-    out_dir: str | Path,
-    *,
-    spec: str | Path | SceneSpec | None = None,
-    views: int = 100,
-    test_views: int = 10,
-    res: int = 64,
-    spp: int = 64,
-    lights: int = 1,
-    test_light: bool = False,
-    seed: int = 0,
-    variant: str | None = None,
-    progress: bool = True,
-) -> Path:
-    """Render a multi-view ground-truth data set into ``out_dir`` (layout in the module docstring).
+def synthesize(out_dir: str | Path, **options) -> Path:
+    """Render a multi-view ground-truth data set into ``out_dir``; returns ``out_dir``.
 
-    spec: a TOML/JSON scene file, a parsed ``SceneSpec``, or None for the built-in scene;
-    views / test_views: cameras of the train / test split; res: square image size in pixels;
-    spp: samples per pixel of the RGB images; lights: K procedural skies, train view i lit by sky
-    i mod K (test views use sky 0); test_light: also render the test cameras under a second light
-    (``transforms_relight.json``); variant: Mitsuba variant (None: see ``physinv.synth.variant``).
-    Returns ``out_dir``.
+    Same keyword options as :func:`synthesize_with_info` (which also returns the summary dict).
     """
-    return synthesize_with_info(
-        out_dir, spec=spec, views=views, test_views=test_views, res=res, spp=spp, lights=lights,
-        test_light=test_light, seed=seed, variant=variant, progress=progress,
-    )[0]
+    return synthesize_with_info(out_dir, **options)[0]
 
 
 def synthesize_with_info(
@@ -307,7 +286,16 @@ def synthesize_with_info(
     progress: bool = True,
     prefer_cuda: bool = False,
 ) -> tuple[Path, dict]:
-    """:func:`synthesize`, also returning a summary dict (views, resolution, seconds, variant, ...)."""
+    """Render a multi-view ground-truth data set into ``out_dir`` (layout in the module docstring).
+
+    spec: a TOML/JSON scene file, a parsed ``SceneSpec``, or None for the built-in scene;
+    views / test_views: cameras of the train / test split; res: square image size in pixels;
+    spp: samples per pixel of the RGB images; lights: K procedural skies, train view i lit by sky
+    i mod K (test views use sky 0); test_light: also render the test cameras under a second light
+    (``transforms_relight.json``); variant: Mitsuba variant (None: see ``physinv.synth.variant``);
+    prefer_cuda: when choosing the variant, try ``cuda_ad_rgb`` first.
+    Returns ``(out_dir, info)`` with info a summary dict (views, resolution, seconds, variant, ...).
+    """
     t0 = time.perf_counter()
     for name, value, lo in (("--views", views, 1), ("--test-views", test_views, 0), ("--res", res, 4), ("--spp", spp, 1), ("--lights", lights, 1)):
         if int(value) != value or value < lo:
