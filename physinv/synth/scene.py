@@ -250,15 +250,15 @@ def _light_maps(spec: SceneSpec, lights: int, test_light: bool) -> tuple[list[tu
 
 
 def _scene_aabb(spec: SceneSpec, meshes: list) -> np.ndarray:
+    """(2, 3) float64 scene box [lo, hi] in world units: the spec's aabb (checked to hold every
+    mesh), else the meshes' bounds padded by 10 % of their largest extent."""
+    lo = np.min([m.bounds[0] for m in meshes], 0)
+    hi = np.max([m.bounds[1] for m in meshes], 0)
     if spec.aabb is not None:
         aabb = np.asarray(spec.aabb, np.float64)
-        lo = np.min([m.bounds[0] for m in meshes], 0)
-        hi = np.max([m.bounds[1] for m in meshes], 0)
         if np.any(lo < aabb[0] - 1e-6) or np.any(hi > aabb[1] + 1e-6):
             raise PhysinvError(f"{spec.source}: aabb: the objects reach {lo.round(3).tolist()} .. {hi.round(3).tolist()}, outside the aabb")
         return aabb
-    lo = np.min([m.bounds[0] for m in meshes], 0)
-    hi = np.max([m.bounds[1] for m in meshes], 0)
     pad = 0.1 * float(np.max(hi - lo))
     return np.stack([lo - pad, hi + pad])
 
