@@ -23,6 +23,7 @@ from physinv.core.sampling import (
     OccupancyGrid,
     cull_occluded,
     intervals_from_samples,
+    grid_step_for,
     ray_aabb_intersect,
     sample_pdf,
     stratified_samples,
@@ -33,6 +34,15 @@ from physinv.nerf.config import NerfConfig
 
 def _inside(points: Tensor, aabb: Tensor) -> Tensor:
     return ((points >= aabb[0]) & (points <= aabb[1])).all(-1)
+
+
+def _render_samples(field: nn.Module, origins: Tensor, dirs: Tensor, t: Tensor, delta: Tensor, background: Tensor) -> dict[str, Tensor]:
+    """Evaluate ``field`` at R x S samples at distances ``t`` (R, S) along rays (R, 3) with
+    interval lengths ``delta`` (R, S) and composite them (:func:`render_padded`)."""
+    R, S = t.shape
+    pts = origins.unsqueeze(1) + dirs.unsqueeze(1) * t.unsqueeze(-1)
+    sigma, rgb = field(pts.reshape(-1, 3), dirs.unsqueeze(1).expand(R, S, 3).reshape(-1, 3))
+    return render_padded(sigma.view(R, S), delta, t, {"rgb": rgb.view(R, S, 3)}, background)
 
 
 class NeRFField(nn.Module):
@@ -120,24 +130,17 @@ class NerfModel(nn.Module):
     def radiance(self, points: Tensor, dirs: Tensor) -> Tensor:
         return self.fine(points, dirs)[1]
 
-    def _render(self, field: NeRFField, origins: Tensor, dirs: Tensor, t: Tensor, far: Tensor, background: Tensor) -> dict[str, Tensor]:
-        R, S = t.shape
-        pts = origins.unsqueeze(1) + dirs.unsqueeze(1) * t.unsqueeze(-1)
-        sigma, rgb = field(pts.reshape(-1, 3), dirs.unsqueeze(1).expand(R, S, 3).reshape(-1, 3))
-        delta = intervals_from_samples(t, far)
-        return render_padded(sigma.view(R, S), delta, t, {"rgb": rgb.view(R, S, 3)}, background)
-
     def render_rays(self, origins: Tensor, dirs: Tensor, background: Tensor, perturb: bool = False) -> dict[str, Tensor]:
         c = self.config
         near, far, hit = ray_aabb_intersect(origins, dirs, self.aabb)
         far = torch.where(hit, far, near)  # a ray that misses the box has nothing to integrate
         t_coarse = stratified_samples(near, far, c.coarse_samples, perturb=perturb)
-        coarse = self._render(self.coarse, origins, dirs, t_coarse, far, background)
+        coarse = _render_samples(self.coarse, origins, dirs, t_coarse, intervals_from_samples(t_coarse, far), background)
         # NeRF: fine samples from the coarse weights on the bins between coarse sample midpoints
         mids = 0.5 * (t_coarse[:, 1:] + t_coarse[:, :-1])
         t_fine = sample_pdf(mids, coarse["weights"][:, 1:-1], c.fine_samples, deterministic=not perturb)
         t_all = torch.sort(torch.cat([t_coarse, t_fine], -1), -1).values
-        fine = self._render(self.fine, origins, dirs, t_all, far, background)
+        fine = _render_samples(self.fine, origins, dirs, t_all, intervals_from_samples(t_all, far), background)
         return {"rgb": fine["rgb"], "depth": fine["depth"], "opacity": fine["opacity"], "rgb_coarse": coarse["rgb"], "n_samples": torch.tensor(t_all.numel())}
 
 
@@ -150,8 +153,7 @@ class NGPModel(nn.Module):
         self.config, self.method = config, config.method
         self.register_buffer("aabb", aabb.detach().clone().float())
         self.field = NGPField(aabb, config)
-        diag = float(torch.linalg.norm(aabb[1] - aabb[0]))
-        self.step = diag / (config.render_steps or 256)
+        self.step = grid_step_for(aabb, config.render_steps or 256)  # marching step (scene units)
         # training steps left without the early-termination pass (see _render_packed); a buffer so
         # that a resumed run makes the same choices
         self.register_buffer("cull_skip", torch.zeros((), dtype=torch.long))
@@ -160,7 +162,6 @@ class NGPModel(nn.Module):
             if config.method == "ngp"
             else None
         )
-        self._field_fn = self.field
 
     def enable_cuda_speedups(self) -> None:
         """bf16 autocast (and, when configured, torch.compile) for the MLPs; no-op on CPU."""
@@ -201,9 +202,7 @@ class NGPModel(nn.Module):
         t = stratified_samples(near, far, S, perturb=perturb)
         R = t.shape[0]
         delta = ((far - near) / S).unsqueeze(-1).expand(R, S)
-        pts = origins.unsqueeze(1) + dirs.unsqueeze(1) * t.unsqueeze(-1)
-        sigma, rgb = self.field(pts.reshape(-1, 3), dirs.unsqueeze(1).expand(R, S, 3).reshape(-1, 3))
-        out = render_padded(sigma.view(R, S), delta, t, {"rgb": rgb.view(R, S, 3)}, background)
+        out = _render_samples(self.field, origins, dirs, t, delta, background)
         return {"rgb": out["rgb"], "depth": out["depth"], "opacity": out["opacity"], "n_samples": torch.tensor(R * S)}
 
     def _render_packed(self, origins: Tensor, dirs: Tensor, background: Tensor, perturb: bool) -> dict[str, Tensor]:
