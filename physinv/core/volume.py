@@ -71,6 +71,13 @@ def composite(weights: Tensor, values: Tensor) -> Tensor:
     return torch.einsum("...s,...sc->...c", weights, values)
 
 
+def _add_background(out: dict[str, Tensor], background: Tensor | None) -> dict[str, Tensor]:
+    """Blend ``background`` (C,) or (R, C) into ``out["rgb"]`` (R, C) with weight ``1 - opacity``."""
+    if background is not None and "rgb" in out:
+        out["rgb"] = out["rgb"] + (1.0 - out["opacity"]).unsqueeze(-1) * background
+    return out
+
+
 def render_padded(
     sigma: Tensor,
     delta: Tensor,
@@ -91,9 +98,7 @@ def render_padded(
     out = {"weights": weights, "transmittance": trans, "opacity": weights.sum(-1), "depth": (weights * t_mid).sum(-1)}
     for name, value in (features or {}).items():
         out[name] = composite(weights, value)
-    if background is not None and "rgb" in out:
-        out["rgb"] = out["rgb"] + (1.0 - out["opacity"]).unsqueeze(-1) * background
-    return out
+    return _add_background(out, background)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -124,9 +129,9 @@ def exclusive_segment_cumsum(values: Tensor, ray_indices: Tensor, n_rays: int) -
     v64 = values.double()
     inclusive = torch.cumsum(v64, 0)
     exclusive = inclusive - v64
-    offsets, counts = segment_starts(ray_indices, n_rays)
     if values.numel() == 0:
         return exclusive
+    offsets, _ = segment_starts(ray_indices, n_rays)
     # value of the global exclusive scan at each ray's first sample
     first = exclusive.index_select(0, offsets.clamp(max=values.numel() - 1))
     return exclusive - first.index_select(0, ray_indices)
@@ -165,9 +170,7 @@ def render_packed(
     }
     for name, value in (features or {}).items():
         out[name] = segment_sum(weights.unsqueeze(-1) * value, ray_indices, n_rays)
-    if background is not None and "rgb" in out:
-        out["rgb"] = out["rgb"] + (1.0 - out["opacity"]).unsqueeze(-1) * background
-    return out
+    return _add_background(out, background)
 
 
 def pack_padded(values: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
