@@ -65,6 +65,9 @@ def image_rays(c2w: torch.Tensor, intrinsics: torch.Tensor, width: int, height: 
 def project(points: torch.Tensor, c2w: torch.Tensor, intrinsics: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """World points (N, 3) -> pixel positions (N, 2) and camera-space depth along -z (N,).
 
+    c2w: (4, 4) camera-to-world of one camera; intrinsics: (4,) (fx, fy, cx, cy) in pixels.
+    The depth is camera z (scene units), not the distance along the ray used by depth maps.
+
     This is K [R | t] with w2c = inverse(c2w), after flipping OpenGL y/z to the y-down, z-forward
     pixel convention.
     """
