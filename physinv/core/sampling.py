@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from physinv.core.volume import exclusive_segment_cumsum
+from physinv.core.volume import exclusive_segment_cumsum, segment_starts
 
 
 def ray_aabb_intersect(origins: Tensor, dirs: Tensor, aabb: Tensor, near_min: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
@@ -239,7 +239,6 @@ def grid_step_for(aabb: Tensor, n_steps: int) -> float:
     return float(torch.linalg.norm(aabb[1] - aabb[0])) / n_steps
 
 
-
 @torch.no_grad()
 def cull_occluded(
     density_fn,
@@ -264,8 +263,7 @@ def cull_occluded(
     keep = torch.zeros(M, dtype=torch.bool, device=ray_indices.device)
     if M == 0:
         return keep
-    counts = torch.bincount(ray_indices, minlength=n_rays)
-    offsets = torch.cumsum(counts, 0) - counts
+    offsets, counts = segment_starts(ray_indices, n_rays)
     local = torch.arange(M, device=ray_indices.device) - offsets[ray_indices]
     depth = torch.zeros(n_rays, dtype=torch.float64, device=ray_indices.device)  # optical depth so far
     alive = counts > 0
