@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from physinv.core.camera import look_at
+from physinv.core.camera import intrinsics_from_fov, look_at
 from physinv.errors import PhysinvError
 from physinv.io.hdr import read_hdr, write_hdr
 from physinv.io.images import linear_to_srgb, write_image
@@ -352,9 +352,7 @@ def synthesize_with_info(
 
     # --- cameras
     rng = np.random.default_rng(seed)
-    fov = math.radians(scene_spec.camera.fov_deg)
-    focal = 0.5 * res / math.tan(0.5 * fov)
-    intrinsics = np.array([focal, focal, 0.5 * res, 0.5 * res])
+    intrinsics = intrinsics_from_fov(math.radians(scene_spec.camera.fov_deg), res, res).numpy()  # (fx, fy, cx, cy) float64
     splits = {
         "train": (camera_poses(views, scene_spec, centre, float(rng.uniform(0, 2 * math.pi)), 0.5),
                   [train_lights[i % len(train_lights)][0] for i in range(views)]),
