@@ -20,7 +20,7 @@ from torch import Tensor
 
 from physinv.config import config_to_dict
 from physinv.core.camera import camera_rays
-from physinv.core.train import CHECKPOINT_NAME, FitResult, fit, load_checkpoint, seed_everything
+from physinv.core.train import CHECKPOINT_NAME, LOG_NAME, FitResult, JsonlLog, fit, load_checkpoint, seed_everything
 from physinv.errors import input_error
 from physinv.io.dataset import ViewSet, load_views
 from physinv.nerf.config import NerfConfig, resolve
@@ -97,6 +97,8 @@ def build_optimizer(model: torch.nn.Module, cfg: NerfConfig) -> torch.optim.Opti
 
 @dataclass
 class TrainResult:
+    """What :func:`fit` returned, the resolved configuration and the last held-out PSNR (dB) logged."""
+
     fit: FitResult
     config: NerfConfig
     eval_psnr: float | None
@@ -188,11 +190,5 @@ def train(
         desc=f"nerf/{cfg.method}",
         quiet=quiet,
     )
-    last_eval = [r for r in _read_log(run_dir) if r.get("eval")]
+    last_eval = [r for r in JsonlLog(run_dir / LOG_NAME).read() if r.get("eval")]
     return TrainResult(fit=result, config=cfg, eval_psnr=last_eval[-1]["eval_psnr"] if last_eval else None)
-
-
-def _read_log(run_dir: Path) -> list[dict]:
-    from physinv.core.train import LOG_NAME, JsonlLog
-
-    return JsonlLog(Path(run_dir) / LOG_NAME).read()
