@@ -127,8 +127,8 @@ def density_grid(run: NerfRun, resolution: int) -> np.ndarray:
     lo, hi = run.aabb[0], run.aabb[1]
     axes = [torch.linspace(float(lo[i]), float(hi[i]), resolution, device=run.device) for i in range(3)]
     out = np.empty((resolution,) * 3, np.float32)
+    yz = torch.stack(torch.meshgrid(axes[1], axes[2], indexing="ij"), -1).reshape(-1, 2)  # the same for every slab
     for i, x in enumerate(axes[0]):  # one slab at a time keeps memory at r^2 points
-        yz = torch.stack(torch.meshgrid(axes[1], axes[2], indexing="ij"), -1).reshape(-1, 2)
         pts = torch.cat([x.expand(yz.shape[0], 1), yz], -1)
         out[i] = run.density(pts).view(resolution, resolution).cpu().numpy()
     return out
