@@ -24,6 +24,8 @@ SECTIONS = {
 
 
 def run_demo(out: str | Path, device: str = "auto", seed: int = 0, only: list[str] | None = None) -> dict:
+    """Run the demo sections (all, or those named in ``only``) into ``<out>/index.html``; emit and
+    return the metrics ``{section: {..., "seconds": s}}``. Sections whose package is absent are skipped."""
     out = Path(out)
     unknown = sorted(set(only or []) - set(SECTIONS))
     if unknown:

@@ -31,8 +31,7 @@ def demo_section(report, work_dir: str | Path, device=None, seed: int = 0) -> di
         f"{info['views']} training views lit by {info['lights']} procedural skies, in {info['seconds']:.1f} s. "
         "Albedo, normal, depth and instance maps are one sample at each pixel centre.",
     )
-    lo = float(depth[hit].min()) if hit.any() else 0.0
-    hi = float(depth[hit].max()) if hit.any() else 1.0
+    lo, hi = (float(depth[hit].min()), float(depth[hit].max())) if hit.any() else (0.0, 1.0)
     section.images(
         [
             (views.images[i], "RGB (on white)"),
