@@ -6,11 +6,11 @@ training (or 3000 steps on CUDA), then every test view rendered next to the grou
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
+from physinv.core.train import LOG_NAME, JsonlLog
 from physinv.nerf.api import evaluate, load_run
 from physinv.nerf.config import NerfConfig
 from physinv.nerf.train import train
@@ -28,7 +28,8 @@ def demo_section(report, work_dir: str | Path, device: torch.device, seed: int =
     cuda = device.type == "cuda"
     cfg = NerfConfig(method="ngp", seed=seed, steps=3000 if cuda else 100_000, eval_every=100 if not cuda else 250, checkpoint_every=500)
     result = train(data, run, cfg, device=device, max_minutes=None if cuda else 2.0)
-    metrics = evaluate(load_run(run, device), data, "test")
+    trained = load_run(run, device)
+    metrics = evaluate(trained, data, "test")
 
     sec = report.section(
         "NeRF: hash-grid radiance field (ngp)",
@@ -37,7 +38,7 @@ def demo_section(report, work_dir: str | Path, device: torch.device, seed: int =
         "grid that skips empty space and packed samples with early ray termination — pure PyTorch. "
         "Below: held-out test views (ground truth, render, expected depth along the ray, opacity).",
     )
-    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    log = JsonlLog(run / LOG_NAME).read()
     evals = [r for r in log if r.get("eval")]
     eval_time, xs = 0.0, []
     for r in evals:
@@ -45,9 +46,8 @@ def demo_section(report, work_dir: str | Path, device: torch.device, seed: int =
         xs.append(r["time_s"] - eval_time)
     sec.plot(xs, {"held-out PSNR": [r["eval_psnr"] for r in evals]}, xlabel="training time (s)", ylabel="PSNR (dB)", caption="PSNR on 4096 held-out test rays during training")
     views = load_views(data, "test", device=device)
-    r = load_run(run, device)
     for i in range(views.images.shape[0]):
-        out = r.render_image(views.c2w[i], views.intrinsics[i], views.width, views.height)
+        out = trained.render_image(views.c2w[i], views.intrinsics[i], views.width, views.height)
         sec.images(
             [
                 (views.images[i], f"ground truth {i}"),
