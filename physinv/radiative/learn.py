@@ -116,13 +116,13 @@ class DensityUNet(nn.Module):
 
 
 def build_model(name: str, in_channels: int, n_out: int = 3) -> nn.Module:
+    """The network ``name`` (one of :data:`MODELS`) on ``in_channels`` observation channels; ``n_out``
+    outputs for the CNNs (3 for (x, y, height), the number of coarse cells for ``cnn-class``)."""
     if name == "vnet":
         return DensityVNet(in_channels)
     if name == "unet":
         return DensityUNet(in_channels)
-    if name == "cnn":
-        return CreneauxCNN(in_channels, n_out)
-    if name == "cnn-class":
+    if name in ("cnn", "cnn-class"):  # same network: regression or logits of the coarse cells
         return CreneauxCNN(in_channels, n_out)
     raise PhysinvError(f"--model: must be one of {', '.join(MODELS)}, got '{name}'")
 
@@ -197,6 +197,12 @@ def _load_xy(data: Path, model: str, split: str) -> tuple[Tensor, Tensor, dict[s
     return x, y, meta
 
 
+def _ssim_range(model: str, meta: dict[str, Any]) -> float | None:
+    """SSIM data range of a density model on a ``fields`` data set (its ρ range); None elsewhere
+    (:func:`score` then takes the truth's range)."""
+    return float(meta["spec"]["rho_max"] - meta["spec"]["rho_min"]) if model in DENSE and meta["spec"]["kind"] == "fields" else None
+
+
 def recalibrate_batchnorm(model: nn.Module, inputs: Tensor, device: torch.device, batches: int = 40, batch: int = 32,
                           gen: torch.Generator | None = None) -> None:
     """Re-estimate BatchNorm running statistics as plain averages over ``batches`` training batches
@@ -225,7 +231,7 @@ def recalibrate_run(run: str | Path, data: str | Path, device: str = "auto") -> 
 
     dev = select_device(device)
     ckpt = load_checkpoint(Path(run) / "checkpoint.pt", map_location=dev)
-    model, norm, config = load_run(run, dev)
+    model, norm, config = _run_from_checkpoint(ckpt, dev)
     x, _, _ = _load_xy(Path(data), config["model"], "train")
     recalibrate_batchnorm(model, norm.inputs(x), dev, gen=torch.Generator().manual_seed(0))
     ckpt["state"]["model"] = model.state_dict()
@@ -294,7 +300,7 @@ def train_model(data: str | Path, run: str | Path, spec: TrainSpec, device: str 
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, spec.steps), eta_min=spec.lr / 20)
     loss_fn = nn.MSELoss() if spec.model != "cnn-class" else nn.BCEWithLogitsLoss()
     xn, yn = norm.inputs(x), norm.targets(y)
-    rho_range = float(meta["spec"]["rho_max"] - meta["spec"]["rho_min"]) if spec.model in DENSE and meta["spec"]["kind"] == "fields" else None
+    rho_range = _ssim_range(spec.model, meta)
     flip_aug = spec.model in DENSE and meta["spec"]["observe"] == "snapshots"
 
     def step_fn(step: int) -> dict[str, float]:
@@ -340,10 +346,13 @@ def train_model(data: str | Path, run: str | Path, spec: TrainSpec, device: str 
 
 
 def load_run(run: str | Path, device: torch.device) -> tuple[nn.Module, Normaliser, dict[str, Any]]:
+    """The trained network (eval mode, on ``device``), its normaliser and config from ``<run>/checkpoint.pt``."""
     from physinv.core.train import load_checkpoint
 
-    run = Path(run)
-    ckpt = load_checkpoint(run / "checkpoint.pt", map_location=device)
+    return _run_from_checkpoint(load_checkpoint(Path(run) / "checkpoint.pt", map_location=device), device)
+
+
+def _run_from_checkpoint(ckpt: dict[str, Any], device: torch.device) -> tuple[nn.Module, Normaliser, dict[str, Any]]:
     config = ckpt["config"]
     model = build_model(config["model"], config["in_channels"], config["n_out"]).to(device)
     model.load_state_dict(ckpt["state"]["model"])
@@ -362,7 +371,7 @@ def evaluate_run(run: str | Path, data: str | Path, split: str = "test", device:
     if x.shape[1] != config["in_channels"]:
         raise input_error(data, "obs", f"{x.shape[1]} observation channels, the run was trained on {config['in_channels']}")
     pred = predict(model, norm, x, dev)
-    rho_range = float(meta["spec"]["rho_max"] - meta["spec"]["rho_min"]) if config["model"] in DENSE and meta["spec"]["kind"] == "fields" else None
+    rho_range = _ssim_range(config["model"], meta)
     metrics = {**score(config["model"], pred, y, rho_range), "model": config["model"], "split": split, "n": len(x)}
     if config["model"] in DENSE:
         metrics["plot"] = str(plot_maps(y[:n_plots, 0], pred[:n_plots, 0], run / "plots" / f"eval_{split}.png"))
