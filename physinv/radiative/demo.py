@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from physinv.core.train import LOG_NAME, JsonlLog
 from physinv.radiative.data import DatasetSpec, observe_batch, sample_creneaux, sample_fields
 from physinv.radiative.invert import InvertSpec, density_metrics, invert_density
 from physinv.radiative.p1 import P1Params, simulate
@@ -62,7 +63,7 @@ def demo_section(report, work_dir: str | Path, device: torch.device, seed: int =
     after = density_metrics(rho_hat, truth, rng)
     sec.images([(truth[0].flip(0), "truth ρ"), (start[0].flip(0), "start (uniform)"), (rho_hat[0].flip(0), "inverted ρ"),
                 ((rho_hat[0] - truth[0]).abs().flip(0), "|error|")], scale=8, vmin=0.0, vmax=spec.rho_max)
-    log = [r for r in _read_log(work_dir / "invert" / "log.jsonl") if "misfit" in r]
+    log = [r for r in JsonlLog(work_dir / "invert" / LOG_NAME).read() if "misfit" in r]
     if log:
         sec.plot([r["step"] for r in log], {"misfit": [r["misfit"] for r in log], "relative L2 of ρ": [r["rel_l2"] for r in log]},
                  xlabel="iteration", caption="inversion through the solver", logy=True)
@@ -70,10 +71,3 @@ def demo_section(report, work_dir: str | Path, device: torch.device, seed: int =
     return {"sim_cell_updates_per_s": cells / sim_seconds, "invert_r2": after["r2"], "invert_relative_l2": after["relative_l2"],
             "start_relative_l2": before["relative_l2"], "misfit_reduction": inv_metrics["misfit_initial"] / max(inv_metrics["misfit_final"], 1e-30)}
 
-
-def _read_log(path: Path) -> list[dict]:
-    import json
-
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
