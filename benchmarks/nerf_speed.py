@@ -26,24 +26,15 @@ from pathlib import Path
 
 import torch
 
-from physinv.core.train import select_device
+from physinv.core.train import LOG_NAME, JsonlLog, select_device
 from physinv.nerf.api import evaluate, load_run
 from physinv.nerf.config import NerfConfig
-from physinv.nerf.train import train
-
-
-def curve(run_dir: Path) -> list[tuple[float, float, int]]:
-    """(training seconds without evaluation, held-out PSNR, step) for every evaluation in the log."""
-    out, eval_total = [], 0.0
-    for line in (run_dir / "log.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if rec.get("eval"):
-            eval_total += rec.get("eval_seconds", 0.0)
-            out.append((rec["time_s"] - eval_total, rec["eval_psnr"], rec["step"]))
-    return out
+from physinv.nerf.train import eval_curve, train
 
 
 def summarise(points, budgets, targets) -> dict:
+    """Held-out PSNR at each wall-clock budget (s) and seconds to reach each target PSNR (dB) of an
+    :func:`eval_curve`; None where the run ended first."""
     at_budget = {}
     for b in budgets:
         before = [p for t, p, _ in points if t <= b]
@@ -100,8 +91,8 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         res = train(data, run, cfg, device=device, max_minutes=max(budgets) / 60.0, quiet=True)
         wall = time.perf_counter() - t0
-        points = curve(run)
-        log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+        log = JsonlLog(run / LOG_NAME).read()
+        points = eval_curve(log)
         spr = [r["samples_per_ray"] for r in log if "samples_per_ray" in r]
         train_s = points[-1][0] if points else wall
         final = evaluate(load_run(run, device), data, "test")

@@ -13,7 +13,7 @@ import torch
 from physinv.core.train import LOG_NAME, JsonlLog
 from physinv.nerf.api import evaluate, load_run
 from physinv.nerf.config import NerfConfig
-from physinv.nerf.train import train
+from physinv.nerf.train import eval_curve, train
 
 
 def demo_section(report, work_dir: str | Path, device: torch.device, seed: int = 0) -> dict:
@@ -39,12 +39,8 @@ def demo_section(report, work_dir: str | Path, device: torch.device, seed: int =
         "Below: held-out test views (ground truth, render, expected depth along the ray, opacity).",
     )
     log = JsonlLog(run / LOG_NAME).read()
-    evals = [r for r in log if r.get("eval")]
-    eval_time, xs = 0.0, []
-    for r in evals:
-        eval_time += r.get("eval_seconds", 0.0)
-        xs.append(r["time_s"] - eval_time)
-    sec.plot(xs, {"held-out PSNR": [r["eval_psnr"] for r in evals]}, xlabel="training time (s)", ylabel="PSNR (dB)", caption="PSNR on 4096 held-out test rays during training")
+    curve = eval_curve(log)
+    sec.plot([t for t, _, _ in curve], {"held-out PSNR": [p for _, p, _ in curve]}, xlabel="training time (s)", ylabel="PSNR (dB)", caption="PSNR on 4096 held-out test rays during training")
     views = load_views(data, "test", device=device)
     for i in range(views.images.shape[0]):
         out = trained.render_image(views.c2w[i], views.intrinsics[i], views.width, views.height)

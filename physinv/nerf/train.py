@@ -73,6 +73,17 @@ def render_rays_chunked(model: torch.nn.Module, origins: Tensor, dirs: Tensor, b
     return {k: torch.cat(v) if v else origins.new_zeros((0,)) for k, v in parts.items()}
 
 
+def eval_curve(log: list[dict]) -> list[tuple[float, float, int]]:
+    """(training seconds without the evaluations so far, held-out PSNR in dB, step) for every
+    evaluation record of a run's log (``JsonlLog(<run>/log.jsonl).read()``)."""
+    out, eval_total = [], 0.0
+    for rec in log:
+        if rec.get("eval"):
+            eval_total += rec.get("eval_seconds", 0.0)
+            out.append((rec["time_s"] - eval_total, rec["eval_psnr"], rec["step"]))
+    return out
+
+
 def build_optimizer(model: torch.nn.Module, cfg: NerfConfig) -> torch.optim.Optimizer:
     """The optimiser of ``cfg.method`` (``cfg`` resolved).
 
@@ -190,5 +201,5 @@ def train(
         desc=f"nerf/{cfg.method}",
         quiet=quiet,
     )
-    last_eval = [r for r in JsonlLog(run_dir / LOG_NAME).read() if r.get("eval")]
-    return TrainResult(fit=result, config=cfg, eval_psnr=last_eval[-1]["eval_psnr"] if last_eval else None)
+    curve = eval_curve(JsonlLog(run_dir / LOG_NAME).read())
+    return TrainResult(fit=result, config=cfg, eval_psnr=curve[-1][1] if curve else None)
