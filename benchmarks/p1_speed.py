@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from physinv.core.train import select_device  # noqa: E402
 from physinv.radiative.p1 import P1Params, P1State, make_grid, p1_step, uniform_state  # noqa: E402
 
 
@@ -82,7 +83,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    device = select_device(args.device)
     dtype = getattr(torch, args.dtype)
     best = 0.0
     for grid in args.grid:
