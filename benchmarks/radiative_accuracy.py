@@ -39,8 +39,6 @@ def main() -> None:
     ap.add_argument("--run-name", default=None, help="run folder name under WORK (default run_<model>)")
     args = ap.parse_args()
 
-    import torch
-
     from physinv.core.train import select_device
     from physinv.radiative.data import DatasetSpec, generate_dataset
     from physinv.radiative.learn import TrainSpec, evaluate_run, train_model
@@ -71,7 +69,6 @@ def main() -> None:
         out = work / f"invert_from_{name}"
         metrics = invert_cli(fields, out, str(work / name), -1, inv, args.device, args.count)
         print(json.dumps({"stage": "invert", **metrics}), flush=True)
-    del torch
 
 
 if __name__ == "__main__":
