@@ -153,19 +153,21 @@ def sample_fields(gen: torch.Generator, batch: int, n: int, spec: DatasetSpec) -
     return torch.cat([grf, blobs])
 
 
-def observe_batch(rho: torch.Tensor, spec: DatasetSpec, params: P1Params | None = None, compile: bool = False) -> torch.Tensor:
+def observe_batch(rho: torch.Tensor, spec: DatasetSpec, params: P1Params | None = None, compile: bool = False,
+                  checkpoint_every: int | None = None) -> torch.Tensor:
     """Simulate densities ``rho`` (B, N, N) and return the observations (see module docstring).
 
     params: the solver parameters (default ``spec.params()``; pass the same object across calls
-    with ``compile=True`` so the compiled step is reused).
+    with ``compile=True`` so the compiled step is reused). checkpoint_every: differentiable runs
+    recompute the solver by chunks of that many steps in the backward pass (flat memory).
     """
     params = params or spec.params()
     if spec.observe == "snapshots":
-        traj = simulate(rho, params, spec.t_final, save_times=spec.snapshot_times(), compile=compile)
+        traj = simulate(rho, params, spec.t_final, save_times=spec.snapshot_times(), checkpoint_every=checkpoint_every, compile=compile)
         return torch.cat([traj.E, traj.T], dim=0).transpose(0, 1)  # (B, 2K, N, N)
     n_steps = max(1, math.ceil(spec.t_final / params.time_step(rho.shape[-1]) - 1e-9))
     every = max(1, n_steps // spec.boundary_samples)
-    traj = simulate(rho, params, spec.t_final, boundary_every=every, compile=compile)
+    traj = simulate(rho, params, spec.t_final, boundary_every=every, checkpoint_every=checkpoint_every, compile=compile)
     edges = traj.boundary[:, 1 : spec.boundary_samples + 1]  # (B, S, 4, N), t = 0 dropped
     return edges.transpose(1, 2).contiguous()  # (B, 4, S, N)
 

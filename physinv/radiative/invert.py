@@ -62,14 +62,10 @@ class DensityParameter(nn.Module):
 
 
 def simulate_observations(rho: Tensor, spec: DatasetSpec, chunk: int | None = None) -> Tensor:
-    """Differentiable version of :func:`physinv.radiative.data.observe_batch` (memory-flat with ``chunk``)."""
-    from physinv.radiative.p1 import simulate
-
-    params = spec.params()
-    if spec.observe == "snapshots":
-        traj = simulate(rho, params, spec.t_final, save_times=spec.snapshot_times(), checkpoint_every=chunk)
-        return torch.cat([traj.E, traj.T], dim=0).transpose(0, 1)
-    return observe_batch(rho, spec)
+    """Observations (B, C, N, N) of densities ``rho`` (B, N, N), differentiable in ``rho``:
+    :func:`physinv.radiative.data.observe_batch` recomputed by chunks of ``chunk`` solver steps in
+    the backward pass (memory-flat; None keeps every step)."""
+    return observe_batch(rho, spec, checkpoint_every=chunk)
 
 
 def invert_density(
