@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from physinv.cli import main
+from physinv.core.train import LOG_NAME, JsonlLog
 from physinv.errors import PhysinvError
 from physinv.nerf.api import evaluate, load_run
 from physinv.nerf.config import NerfConfig
@@ -35,7 +36,7 @@ def _cli(args):
 
 
 def _log(run):
-    return [json.loads(line) for line in (Path(run) / "log.jsonl").read_text().splitlines()]
+    return JsonlLog(Path(run) / LOG_NAME).read()
 
 
 def test_psnr_rises_on_tiny_scene(ngp_run):
