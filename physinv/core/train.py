@@ -8,6 +8,7 @@ count. SIGINT/SIGTERM stop cleanly after the current step and write a checkpoint
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -67,16 +68,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> None:
     """``torch.save`` of a dict of tensors/plain values, written atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(dict(payload), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(dict(payload), buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
