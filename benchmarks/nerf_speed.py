@@ -107,8 +107,22 @@ def main(argv=None) -> dict:
             "curve": [(round(t, 1), round(p, 3)) for t, p, _ in points],
         }
         print(json.dumps({method: {k: v for k, v in result["methods"][method].items() if k != "curve"}}), file=sys.stderr, flush=True)
+    result["ngp_vs_plain"] = speedup(result["methods"], max(budgets))
     print(json.dumps(result))
     return result
+
+
+def speedup(methods: dict, budget: float) -> dict | None:
+    """The issue's figure: plain's held-out PSNR at ``budget`` seconds, the training time ``ngp``
+    needs to reach it, and their ratio (None when a method is missing or ngp never reaches it)."""
+    if "plain" not in methods or "ngp" not in methods:
+        return None
+    target = methods["plain"]["psnr_at_seconds"][str(budget)]
+    if target is None:
+        return None
+    reached = [t for t, p in methods["ngp"]["curve"] if p >= target]
+    seconds = reached[0] if reached else None
+    return {"plain_psnr": target, "plain_seconds": budget, "ngp_seconds": seconds, "ratio": round(budget / seconds, 2) if seconds else None}
 
 
 if __name__ == "__main__":

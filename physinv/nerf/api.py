@@ -75,7 +75,8 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> NerfRun
     if "nerf" not in cfg_dict or "model" not in ckpt.get("state", {}):
         raise input_error(run_dir / CHECKPOINT_NAME, "config.nerf", "not a physinv nerf run")
     known = {f.name for f in fields(NerfConfig)}
-    config = NerfConfig(**{k: v for k, v in cfg_dict["nerf"].items() if k in known})
+    saved = {"density_bias": 0.0, **cfg_dict["nerf"]}  # runs saved before density_bias existed had none
+    config = NerfConfig(**{k: v for k, v in saved.items() if k in known})
     aabb = torch.tensor(cfg_dict["aabb"], dtype=torch.float32, device=device)
     model = build_model(config, aabb).to(device)
     model.load_state_dict(ckpt["state"]["model"])

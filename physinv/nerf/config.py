@@ -10,17 +10,26 @@ Methods:
   position only, colour from a 256-feature plus the encoded direction (one 128 layer); 64 stratified
   coarse samples, 128 fine samples by inverse transform sampling of the coarse weights (the fine
   network sees all 192), MSE on coarse and fine, Adam 5e-4 decaying exponentially by 0.1 over
-  250k steps, batches of 4096 rays.
+  250k steps, batches of 4096 rays. Like the authors' PyTorch port (nerf-pytorch, ``precrop_iters``
+  / ``precrop_frac`` of its Blender configurations) the first ``precrop_steps`` = 500 steps draw
+  rays from the central half of each image only: on objects in front of a uniform background the
+  ReLU density otherwise tends to collapse to "background everywhere" before any surface is found
+  (not in the paper; ``precrop_steps = 0`` turns it off).
 * ``ngp``   — instant-ngp style: hash grid (16 levels x 2 features, T = 2^19), SH directions
   (l_max = 3, instant-ngp's "degree 4", 16 coefficients), a 1x64 density MLP and a 2x64 colour
-  MLP, an occupancy grid (128^3 on CUDA, 64^3 on CPU by default, EMA decay 0.95, threshold 0.01 on ``density * step``) and packed
-  samples; Adam 1e-2, betas (0.9, 0.99), eps 1e-15, L2 1e-6 on the MLP weights only (instant-ngp).
+  MLP, an occupancy grid (128^3 on CUDA, 64^3 on CPU by default, EMA decay 0.95, threshold 0.01 on
+  ``density * step``), packed samples marched at half a pixel per step on CUDA (instant-ngp) and one
+  pixel per step on a CPU (``render_steps``); Adam 1e-2, betas (0.9, 0.99), eps 1e-15, L2 1e-6 on
+  the MLP weights only (instant-ngp). The log density is offset by ``density_bias = -1`` (as nerfacc
+  does): the initial fog is thin, so the first grid update (step 16) already finds most empty
+  space below the threshold, where from a start at density 1 the grid holds it occupied until the
+  0.95-per-update decay brings it down (tens of updates, hundreds of steps).
   instant-ngp also skips hash-table entries whose gradient is exactly zero; that optimiser is
   ``sparse_grad = true`` (:class:`physinv.nerf.optim.InstantNGPAdam`, sparse gradients of the hashed
   levels, each entry bias-corrected by its own step count). It is off by default: in pure PyTorch on
   a CPU it was 1.25x slower per step and reached the plain model's 10-minute PSNR at 374 s against
   289 s for dense Adam (benchmarks/RESULTS.md); on a GPU it is unmeasured.
-* ``plain`` — the same field as ``ngp`` with ``samples_per_ray`` uniform stratified samples in
+* ``plain`` — the same field as ``ngp`` (``density_bias`` included) with ``samples_per_ray`` uniform stratified samples in
   the scene box and no occupancy grid (the reference configuration of the speed benchmark): dense
   ``torch.optim.Adam`` 1e-2, betas (0.9, 0.99), eps 1e-15, no L2.
 """
@@ -58,6 +67,8 @@ class NerfConfig:
     skip_layer: int = 4  # 0-based index of the layer that sees the input again (the fifth)
     coarse_samples: int = 64
     fine_samples: int = 128
+    precrop_steps: Optional[int] = None  # nerf 500, ngp/plain 0: steps whose rays come from the central crop
+    precrop_fraction: float = 0.5  # side of that crop, as a fraction of the image side
     # ngp / plain
     levels: int = 16
     features_per_level: int = 2
@@ -74,7 +85,8 @@ class NerfConfig:
     grid_update_every: int = 16
     grid_warmup_updates: int = 2  # the first updates visit every cell (instant-ngp: all cells while warming up)
     grid_update_fraction: float = 0.25  # of the cells, sampled uniformly (plus as many occupied ones)
-    render_steps: Optional[int] = None  # ngp marching step = box diagonal / render_steps; default 2 x image size (about half a pixel per step)
+    render_steps: Optional[int] = None  # ngp marching step = box diagonal / render_steps; default 2 x image size on CUDA (about half a pixel per step, as instant-ngp), 1 x on CPU
+    density_bias: float = -1.0  # ngp/plain: added to the log-density before trunc_exp (nerfacc's -1): the initial fog is e^-1 thin, not opaque
     early_stop_eps: float = 1e-4  # ngp: drop samples behind transmittance < eps (0 disables)
     mixed_precision: bool = True  # bf16 autocast for the ngp/plain MLPs on CUDA
     compile: bool = False  # torch.compile the ngp/plain MLPs on CUDA
@@ -83,9 +95,9 @@ class NerfConfig:
 
 
 _METHOD_DEFAULTS = {
-    "nerf": {"lr": 5e-4, "lr_decay_steps": 250_000},
-    "ngp": {"lr": 1e-2, "lr_decay_steps": 30_000, "sparse_grad": False, "mlp_weight_decay": 1e-6},
-    "plain": {"lr": 1e-2, "lr_decay_steps": 30_000, "sparse_grad": False, "mlp_weight_decay": 0.0},
+    "nerf": {"lr": 5e-4, "lr_decay_steps": 250_000, "precrop_steps": 500},
+    "ngp": {"lr": 1e-2, "lr_decay_steps": 30_000, "sparse_grad": False, "mlp_weight_decay": 1e-6, "precrop_steps": 0},
+    "plain": {"lr": 1e-2, "lr_decay_steps": 30_000, "sparse_grad": False, "mlp_weight_decay": 0.0, "precrop_steps": 0},
 }
 
 
@@ -109,6 +121,10 @@ def resolve(config: NerfConfig, device: torch.device | str) -> NerfConfig:
             raise PhysinvError(f"--{key.replace('_', '-')}: must be > 0, got {values[key]}")
     if values["mlp_weight_decay"] is not None and values["mlp_weight_decay"] < 0:
         raise PhysinvError(f"--mlp-weight-decay: must be >= 0, got {values['mlp_weight_decay']}")
+    if values["precrop_steps"] < 0:
+        raise PhysinvError(f"--precrop-steps: must be >= 0, got {values['precrop_steps']}")
+    if not 0 < values["precrop_fraction"] <= 1:
+        raise PhysinvError(f"--precrop-fraction: must be in (0, 1], got {values['precrop_fraction']}")
     if not 0 <= values["sh_l_max"] <= 4:
         raise PhysinvError(f"sh_l_max: must be in 0..4, got {values['sh_l_max']}")
     return NerfConfig(**values)

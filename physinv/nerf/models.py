@@ -77,8 +77,8 @@ class NeRFField(nn.Module):
 
 
 class NGPField(nn.Module):
-    """instant-ngp field: hash grid -> 1x64 MLP -> 16 values (first = log density, trunc_exp);
-    [those 16, SH(d)] -> 2x64 MLP -> RGB (sigmoid)."""
+    """instant-ngp field: hash grid -> 1x64 MLP -> 16 values (the first plus ``density_bias`` is the
+    log density, trunc_exp); [those 16, SH(d)] -> 2x64 MLP -> RGB (sigmoid)."""
 
     def __init__(self, aabb: Tensor, config: NerfConfig):
         super().__init__()
@@ -88,6 +88,7 @@ class NGPField(nn.Module):
         self.density_net = MLP(self.encoding.out_dim, 1 + c.geo_features, width=c.hidden, depth=1)
         self.dir_encoding = SHEncoding(c.sh_l_max)
         self.colour_net = MLP(1 + c.geo_features + self.dir_encoding.out_dim, 3, width=c.hidden, depth=2, output_activation="sigmoid")
+        self.density_bias = c.density_bias
         self.autocast = False  # bf16 autocast of the MLPs (set on CUDA)
 
     def _amp(self):
@@ -102,7 +103,7 @@ class NGPField(nn.Module):
         with self._amp():
             h = self.density_net(feats)
         h = h.float()
-        sigma = trunc_exp(h[:, 0])
+        sigma = trunc_exp(h[:, 0] + self.density_bias)
         sigma = torch.where(_inside(points, self.aabb), sigma, torch.zeros_like(sigma))
         if dirs is None:
             return sigma, None

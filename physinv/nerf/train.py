@@ -1,6 +1,7 @@
 """Training of the three NeRF methods through :func:`physinv.core.train.fit`.
 
-Rays are drawn uniformly over all pixels of all training views each step (NeRF's batching), the
+Rays are drawn uniformly over all pixels of all training views each step (NeRF's batching; during
+the first ``precrop_steps`` from the central crops only), the
 loss is the MSE of the rendered colour composited on the data set's background (plus the coarse
 colour's MSE for ``nerf``), and the PSNR curve is measured on a fixed set of held-out rays from
 the test split (the training split when there is none).
@@ -50,13 +51,16 @@ def scene_aabb(views: ViewSet) -> Tensor:
     return torch.stack([centre - half, centre + half]).float()
 
 
-def sample_rays(views: ViewSet, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """``n`` random pixel-centre rays of random views: origins (n, 3), dirs (n, 3), colours (n, 3)."""
+def sample_rays(views: ViewSet, n: int, generator: torch.Generator | None = None, crop: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+    """``n`` random pixel-centre rays of random views: origins (n, 3), dirs (n, 3), colours (n, 3).
+
+    ``crop`` < 1 draws the pixels from the central ``crop * H`` x ``crop * W`` window only."""
     device = views.images.device
     N, H, W = views.images.shape[:3]
-    flat = torch.randint(0, N * H * W, (n,), generator=generator, device=generator.device if generator is not None else "cpu").to(device)
-    view, pix = flat // (H * W), flat % (H * W)
-    v, u = pix // W, pix % W
+    h, w = max(1, round(H * crop)), max(1, round(W * crop))
+    flat = torch.randint(0, N * h * w, (n,), generator=generator, device=generator.device if generator is not None else "cpu").to(device)
+    view, pix = flat // (h * w), flat % (h * w)
+    v, u = pix // w + (H - h) // 2, pix % w + (W - w) // 2
     pixels = torch.stack([u, v], -1).float() + 0.5
     o, d = camera_rays(views.c2w[view], views.intrinsics[view], pixels)
     return o, d, views.images[view, v, u]
@@ -143,8 +147,8 @@ def train(
     # the PSNR curve is measured on the test split when there is one, else on training rays
     held_out = load_views(data_dir, "test", device=device) if (Path(data_dir) / "transforms_test.json").is_file() else views
     aabb = torch.tensor(saved["aabb"], device=device) if saved is not None else scene_aabb(views).to(device)
-    if cfg.render_steps is None:  # about half a pixel per marching step across the box
-        cfg = dataclasses.replace(cfg, render_steps=2 * max(views.width, views.height))
+    if cfg.render_steps is None:  # about half a pixel per marching step on CUDA, one pixel on a CPU
+        cfg = dataclasses.replace(cfg, render_steps=(2 if device.type == "cuda" else 1) * max(views.width, views.height))
     model = build_model(cfg, aabb).to(device)
     if hasattr(model, "enable_cuda_speedups"):
         model.enable_cuda_speedups()
@@ -159,7 +163,8 @@ def train(
         model.train()
         if cfg.method == "ngp":
             model.update_grid(step)
-        o, d, target = sample_rays(views, cfg.batch_rays)
+        crop = cfg.precrop_fraction if step < cfg.precrop_steps else 1.0
+        o, d, target = sample_rays(views, cfg.batch_rays, crop=crop)
         out = model.render_rays(o, d, background, perturb=True)
         loss = F.mse_loss(out["rgb"], target)
         metrics = {"loss": 0.0, "psnr": mse_to_psnr(loss.detach()), "samples_per_ray": float(out["n_samples"]) / cfg.batch_rays}

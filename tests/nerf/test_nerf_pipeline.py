@@ -23,7 +23,7 @@ TINY = dict(levels=8, log2_table_size=12, finest_resolution=64, batch_rays=256, 
 def ngp_run(tiny_scene, tmp_path_factory):
     torch.set_num_threads(1)
     run = tmp_path_factory.mktemp("nerf") / "ngp"
-    result = train(tiny_scene, run, NerfConfig(method="ngp", steps=120, **dict(TINY, eval_every=40)), quiet=True)
+    result = train(tiny_scene, run, NerfConfig(method="ngp", steps=120, **dict(TINY, eval_every=20)), quiet=True)
     return run, result
 
 
@@ -140,6 +140,24 @@ def test_faithful_nerf_and_plain_train(tiny_scene, tmp_path):
     assert out["rgb"].shape == (4, 3)
     res = train(tiny_scene, tmp_path / "plain", NerfConfig(method="plain", steps=60, **TINY), quiet=True)
     assert res.fit.step == 60 and res.eval_psnr > 12
+
+
+def test_precrop_draws_rays_from_the_central_window(tiny_scene):
+    import dataclasses
+
+    from physinv.io.dataset import load_views
+    from physinv.nerf.train import sample_rays
+
+    views = load_views(tiny_scene, "train")
+    H, W = views.height, views.width
+    h, w = round(H * 0.5), round(W * 0.5)
+    marked = torch.zeros_like(views.images)
+    marked[:, (H - h) // 2 : (H - h) // 2 + h, (W - w) // 2 : (W - w) // 2 + w] = 1.0
+    views = dataclasses.replace(views, images=marked)
+    gen = torch.Generator().manual_seed(0)
+    assert bool((sample_rays(views, 4000, gen, crop=0.5)[2] == 1.0).all())
+    inside = (sample_rays(views, 4000, gen)[2][:, 0] == 1.0).float().mean()
+    assert abs(float(inside) - h * w / (H * W)) < 0.03  # the whole image: the window's share
 
 
 def _resized_copy(src: Path, dst: Path, size: int) -> Path:
