@@ -43,7 +43,11 @@ def _coerce(value: Any, annotation: Any, source: str, key: str) -> Any:
                 if value.lower() in ("0", "false", "no", "off"):
                     return False
                 raise ValueError
-            return bool(value)
+            if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+                return bool(value)
+            raise ValueError  # `flag = 2` or `flag = 0.5` is a mistake, not "true"
+        if annotation in (int, float) and isinstance(value, bool):
+            raise ValueError  # `steps = true` is not 1
         if annotation in (int, float, str):
             if annotation is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError

@@ -39,6 +39,12 @@ def test_bad_value_and_bad_toml(tmp_path):
     toml.write_text('steps = "many"\n')
     with pytest.raises(PhysinvError, match="c.toml: steps: expected int, got 'many'"):
         load_config(Cfg, toml)
+    for bad, message in (("amp = 2", "amp: expected bool, got 2"), ("amp = 0.5", "amp: expected bool, got 0.5"), ("steps = true", "steps: expected int, got True")):
+        toml.write_text(bad + "\n")
+        with pytest.raises(PhysinvError, match=message):
+            load_config(Cfg, toml)
+    toml.write_text("amp = 1\n")
+    assert load_config(Cfg, toml).amp is True
     toml.write_text("steps = \n")
     with pytest.raises(PhysinvError, match="c.toml: not valid TOML"):
         load_config(Cfg, toml)

@@ -18,8 +18,9 @@ Methods:
 * ``ngp``   — instant-ngp style: hash grid (16 levels x 2 features, T = 2^19), SH directions
   (l_max = 3, instant-ngp's "degree 4", 16 coefficients), a 1x64 density MLP and a 2x64 colour
   MLP, an occupancy grid (128^3 on CUDA, 64^3 on CPU by default, EMA decay 0.95, threshold 0.01 on
-  ``density * step``), packed samples marched at half a pixel per step on CUDA (instant-ngp) and one
-  pixel per step on a CPU (``render_steps``); Adam 1e-2, betas (0.9, 0.99), eps 1e-15, L2 1e-6 on
+  ``density * step``), packed samples marched at about half a pixel per step (``render_steps``; one
+  pixel per step trains faster at first but stalls at the plain model's PSNR, see
+  benchmarks/RESULTS.md); Adam 1e-2, betas (0.9, 0.99), eps 1e-15, L2 1e-6 on
   the MLP weights only (instant-ngp). The log density is offset by ``density_bias = -1`` (as nerfacc
   does): the initial fog is thin, so the first grid update (step 16) already finds most empty
   space below the threshold, where from a start at density 1 the grid holds it occupied until the
@@ -85,7 +86,7 @@ class NerfConfig:
     grid_update_every: int = 16
     grid_warmup_updates: int = 2  # the first updates visit every cell (instant-ngp: all cells while warming up)
     grid_update_fraction: float = 0.25  # of the cells, sampled uniformly (plus as many occupied ones)
-    render_steps: Optional[int] = None  # ngp marching step = box diagonal / render_steps; default 2 x image size on CUDA (about half a pixel per step, as instant-ngp), 1 x on CPU
+    render_steps: Optional[int] = None  # ngp marching step = box diagonal / render_steps; default 2 x image size (about half a pixel per step, as instant-ngp)
     density_bias: float = -1.0  # ngp/plain: added to the log-density before trunc_exp (nerfacc's -1): the initial fog is e^-1 thin, not opaque
     early_stop_eps: float = 1e-4  # ngp: drop samples behind transmittance < eps (0 disables)
     mixed_precision: bool = True  # bf16 autocast for the ngp/plain MLPs on CUDA

@@ -147,8 +147,8 @@ def train(
     # the PSNR curve is measured on the test split when there is one, else on training rays
     held_out = load_views(data_dir, "test", device=device) if (Path(data_dir) / "transforms_test.json").is_file() else views
     aabb = torch.tensor(saved["aabb"], device=device) if saved is not None else scene_aabb(views).to(device)
-    if cfg.render_steps is None:  # about half a pixel per marching step on CUDA, one pixel on a CPU
-        cfg = dataclasses.replace(cfg, render_steps=(2 if device.type == "cuda" else 1) * max(views.width, views.height))
+    if cfg.render_steps is None:  # about half a pixel per marching step across the box
+        cfg = dataclasses.replace(cfg, render_steps=2 * max(views.width, views.height))
     model = build_model(cfg, aabb).to(device)
     if hasattr(model, "enable_cuda_speedups"):
         model.enable_cuda_speedups()
