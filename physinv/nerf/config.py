@@ -14,7 +14,12 @@ Methods:
   / ``precrop_frac`` of its Blender configurations) the first ``precrop_steps`` = 500 steps draw
   rays from the central half of each image only: on objects in front of a uniform background the
   ReLU density otherwise tends to collapse to "background everywhere" before any surface is found
-  (not in the paper; ``precrop_steps = 0`` turns it off).
+  (not in the paper; ``precrop_steps = 0`` turns it off). Also as the authors' code, unit Gaussian
+  noise is added to the density before its ReLU while training (``density_noise_std``, their
+  ``raw_noise_std``): with PyTorch's default initialisation the untrained trunk is nearly constant
+  in space (sigma's pre-activation varies by ~0.004 around a mean of +-0.05), so for about half
+  the seeds every sample starts with sigma = 0 and a zero gradient, and the model never leaves the
+  "background everywhere" state.
 * ``ngp``   — instant-ngp style: hash grid (16 levels x 2 features, T = 2^19), SH directions
   (l_max = 3, instant-ngp's "degree 4", 16 coefficients), a 1x64 density MLP and a 2x64 colour
   MLP, an occupancy grid (128^3 on CUDA, 64^3 on CPU by default, EMA decay 0.95, threshold 0.01 on
@@ -28,8 +33,8 @@ Methods:
   instant-ngp also skips hash-table entries whose gradient is exactly zero; that optimiser is
   ``sparse_grad = true`` (:class:`physinv.nerf.optim.InstantNGPAdam`, sparse gradients of the hashed
   levels, each entry bias-corrected by its own step count). It is off by default: in pure PyTorch on
-  a CPU it was 1.25x slower per step and reached the plain model's 10-minute PSNR at 374 s against
-  289 s for dense Adam (benchmarks/RESULTS.md); on a GPU it is unmeasured.
+  a CPU it costs more per step than one dense Adam pass and reached the plain model's PSNR later
+  (benchmarks/RESULTS.md); on a GPU it is unmeasured.
 * ``plain`` — the same field as ``ngp`` (``density_bias`` included) with ``samples_per_ray`` uniform stratified samples in
   the scene box and no occupancy grid (the reference configuration of the speed benchmark): dense
   ``torch.optim.Adam`` 1e-2, betas (0.9, 0.99), eps 1e-15, no L2.
@@ -68,6 +73,7 @@ class NerfConfig:
     skip_layer: int = 4  # 0-based index of the layer that sees the input again (the fifth)
     coarse_samples: int = 64
     fine_samples: int = 128
+    density_noise_std: float = 1.0  # nerf: N(0, std^2) added to sigma before its ReLU while training (the authors' raw_noise_std)
     precrop_steps: Optional[int] = None  # nerf 500, ngp/plain 0: steps whose rays come from the central crop
     precrop_fraction: float = 0.5  # side of that crop, as a fraction of the image side
     # ngp / plain

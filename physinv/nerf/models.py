@@ -47,14 +47,15 @@ def _render_samples(field: nn.Module, origins: Tensor, dirs: Tensor, t: Tensor, 
 
 class NeRFField(nn.Module):
     """NeRF's MLP: gamma(x) (L=10) -> 8 x 256 ReLU (input again at the fifth layer) -> sigma (ReLU)
-    and a 256 feature; [feature, gamma(d) (L=4)] -> 128 ReLU -> RGB (sigmoid).
+    and a 256 feature; [feature, gamma(d) (L=4)] -> 128 ReLU -> RGB (sigmoid). While training,
+    N(0, ``density_noise_std``^2) noise is added to sigma before its ReLU.
 
     Positions are mapped from the scene box to [-1, 1]^3 before the encoding, as the paper assumes.
     """
 
-    def __init__(self, aabb: Tensor, pos_freqs: int = 10, dir_freqs: int = 4, width: int = 256, depth: int = 8, skip_layer: int = 4):
+    def __init__(self, aabb: Tensor, pos_freqs: int = 10, dir_freqs: int = 4, width: int = 256, depth: int = 8, skip_layer: int = 4, density_noise_std: float = 0.0):
         super().__init__()
-        self.pos_freqs, self.dir_freqs = pos_freqs, dir_freqs
+        self.pos_freqs, self.dir_freqs, self.density_noise_std = pos_freqs, dir_freqs, density_noise_std
         self.register_buffer("aabb", aabb.detach().clone().float())
         pos_dim, dir_dim = 3 * (2 * pos_freqs + 1), 3 * (2 * dir_freqs + 1)
         self.trunk = MLP(pos_dim, 0, width=width, depth=depth, skips=(skip_layer,))
@@ -68,7 +69,10 @@ class NeRFField(nn.Module):
     def forward(self, points: Tensor, dirs: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """points (N, 3), dirs (N, 3) unit or None -> sigma (N,), rgb (N, 3) or None."""
         h = self.trunk(positional_encoding(self.normalise(points), self.pos_freqs))
-        sigma = torch.relu(self.sigma_head(h)).squeeze(-1)
+        raw = self.sigma_head(h).squeeze(-1)
+        if self.training and self.density_noise_std > 0:  # the authors' raw_noise_std: keeps the ReLU alive
+            raw = raw + self.density_noise_std * torch.randn_like(raw)
+        sigma = torch.relu(raw)
         sigma = torch.where(_inside(points, self.aabb), sigma, torch.zeros_like(sigma))
         if dirs is None:
             return sigma, None
@@ -121,7 +125,7 @@ class NerfModel(nn.Module):
         super().__init__()
         self.config = config
         self.register_buffer("aabb", aabb.detach().clone().float())
-        kw = dict(pos_freqs=config.pos_freqs, dir_freqs=config.dir_freqs, width=config.width, depth=config.depth, skip_layer=config.skip_layer)
+        kw = dict(pos_freqs=config.pos_freqs, dir_freqs=config.dir_freqs, width=config.width, depth=config.depth, skip_layer=config.skip_layer, density_noise_std=config.density_noise_std)
         self.coarse = NeRFField(aabb, **kw)
         self.fine = NeRFField(aabb, **kw)
 
