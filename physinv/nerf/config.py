@@ -128,6 +128,8 @@ def resolve(config: NerfConfig, device: torch.device | str) -> NerfConfig:
             raise PhysinvError(f"--{key.replace('_', '-')}: must be > 0, got {values[key]}")
     if values["mlp_weight_decay"] is not None and values["mlp_weight_decay"] < 0:
         raise PhysinvError(f"--mlp-weight-decay: must be >= 0, got {values['mlp_weight_decay']}")
+    if values["density_noise_std"] < 0:
+        raise PhysinvError(f"--density-noise-std: must be >= 0, got {values['density_noise_std']}")
     if values["precrop_steps"] < 0:
         raise PhysinvError(f"--precrop-steps: must be >= 0, got {values['precrop_steps']}")
     if not 0 < values["precrop_fraction"] <= 1:

@@ -142,6 +142,32 @@ def test_faithful_nerf_and_plain_train(tiny_scene, tmp_path):
     assert res.fit.step == 60 and res.eval_psnr > 12
 
 
+def test_density_noise_revives_a_dead_start():
+    """An untrained NeRF trunk is nearly constant in space; when its sigma pre-activation is
+    negative everywhere, the ReLU passes no gradient and training never starts. The training-time
+    density noise (the authors' raw_noise_std) gives the density head a gradient again."""
+    from physinv.core.encoding import positional_encoding
+    from physinv.nerf.models import NeRFField
+
+    aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    grads = {}
+    for noise in (0.0, 1.0):
+        torch.manual_seed(0)
+        field = NeRFField(aabb, width=32, density_noise_std=noise).train()
+        pts, dirs = torch.rand(512, 3) * 2 - 1, torch.nn.functional.normalize(torch.randn(512, 3), dim=-1)
+        with torch.no_grad():  # shift the density head so that its pre-activation is < -0.05 at every point
+            raw = field.sigma_head(field.trunk(positional_encoding(field.normalise(pts), field.pos_freqs)))
+            field.sigma_head.bias -= raw.max() + 0.05
+        sigma, rgb = field(pts, dirs)
+        if noise == 0.0:
+            assert float(sigma.detach().max()) == 0.0  # the dead start
+        (sigma.sum() + rgb.sum()).backward()
+        grads[noise] = float(field.sigma_head.weight.grad.abs().sum())
+        field.eval()
+        assert torch.equal(field(pts, dirs)[0], field(pts, dirs)[0])  # no noise outside training
+    assert grads[0.0] == 0.0 and grads[1.0] > 0.0
+
+
 def test_precrop_draws_rays_from_the_central_window(tiny_scene):
     import dataclasses
 
