@@ -35,9 +35,9 @@ Methods:
   levels, each entry bias-corrected by its own step count). It is off by default: in pure PyTorch on
   a CPU it costs more per step than one dense Adam pass and reached the plain model's PSNR later
   (benchmarks/RESULTS.md); on a GPU it is unmeasured.
-* ``plain`` — the same field as ``ngp`` (``density_bias`` included) with ``samples_per_ray`` uniform stratified samples in
-  the scene box and no occupancy grid (the reference configuration of the speed benchmark): dense
-  ``torch.optim.Adam`` 1e-2, betas (0.9, 0.99), eps 1e-15, no L2.
+* ``plain`` — the same field as ``ngp`` (``density_bias`` included) with ``samples_per_ray``
+  uniform stratified samples in the scene box and no occupancy grid (the reference configuration
+  of the speed benchmark): dense ``torch.optim.Adam`` 1e-2, betas (0.9, 0.99), eps 1e-15, no L2.
 """
 
 from __future__ import annotations
