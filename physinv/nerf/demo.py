@@ -6,6 +6,7 @@ training (or 3000 steps on CUDA), then every test view rendered next to the grou
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ def demo_section(report, work_dir: str | Path, device: torch.device, seed: int =
     if not (data / "transforms_test.json").is_file():
         synthesize(data, views=48, test_views=4, res=64, spp=32, seed=seed, progress=False)
     run = work_dir / "run_ngp"
+    shutil.rmtree(run, ignore_errors=True)  # a fresh run each time (the data are kept): the figures are a 2-minute run's
     cuda = device.type == "cuda"
     cfg = NerfConfig(method="ngp", seed=seed, steps=3000 if cuda else 100_000, eval_every=100 if not cuda else 250, checkpoint_every=500)
     result = train(data, run, cfg, device=device, max_minutes=None if cuda else 2.0)
