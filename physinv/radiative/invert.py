@@ -14,7 +14,6 @@ the solver keeps memory flat with ``checkpoint_every`` (recomputes chunks in the
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

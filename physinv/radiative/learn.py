@@ -23,7 +23,6 @@ Training goes through :func:`physinv.core.train.fit` (resume, ``--max-minutes``)
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -225,19 +224,6 @@ def recalibrate_batchnorm(model: nn.Module, inputs: Tensor, device: torch.device
     model.eval()
 
 
-def recalibrate_run(run: str | Path, data: str | Path, device: str = "auto") -> None:
-    """Apply :func:`recalibrate_batchnorm` to a finished run's checkpoint (train split of ``data``)."""
-    from physinv.core.train import load_checkpoint, save_checkpoint, select_device
-
-    dev = select_device(device)
-    ckpt = load_checkpoint(Path(run) / "checkpoint.pt", map_location=dev)
-    model, norm, config = _run_from_checkpoint(ckpt, dev)
-    x, _, _ = _load_xy(Path(data), config["model"], "train")
-    recalibrate_batchnorm(model, norm.inputs(x), dev, gen=torch.Generator().manual_seed(0))
-    ckpt["state"]["model"] = model.state_dict()
-    save_checkpoint(Path(run) / "checkpoint.pt", ckpt)
-
-
 def predict(model: nn.Module, norm: Normaliser, x: Tensor, device: torch.device, batch: int = 32) -> Tensor:
     """Model outputs in physical units (regression) or logits (classification), on the CPU."""
     model.eval()
@@ -336,9 +322,13 @@ def train_model(data: str | Path, run: str | Path, spec: TrainSpec, device: str 
         eval_every=spec.eval_every, config=config, extra_state=lambda: {"norm": norm.state()},
         desc=f"train {spec.model}", quiet=quiet,
     )
-    if result.step > result.resumed_from:  # precise BN statistics in the final checkpoint
-        recalibrate_run(run, data, str(dev))
-        model, norm, _ = load_run(run, dev)
+    if result.step > result.resumed_from:  # precise BN statistics, in memory and in the final checkpoint
+        from physinv.core.train import load_checkpoint, save_checkpoint
+
+        recalibrate_batchnorm(model, xn, dev, gen=torch.Generator().manual_seed(0))
+        ckpt = load_checkpoint(ckpt_path)
+        ckpt["state"]["model"] = model.state_dict()
+        save_checkpoint(ckpt_path, ckpt)
     metrics = {**score(spec.model, predict(model, norm, x_test, dev), y_test, rho_range),
                "steps": result.step, "stopped_by": result.stopped_by, "train_seconds": round(result.elapsed_s, 1),
                "n_train": len(x), "n_test": len(x_test)}
