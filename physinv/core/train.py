@@ -195,7 +195,9 @@ def fit(
     extra_state / load_extra_state: plain tensors or values beyond ``state`` (e.g. an occupancy grid).
 
     Writes ``<run_dir>/log.jsonl`` (``step``, ``time_s`` = cumulative training seconds, metrics)
-    and ``<run_dir>/checkpoint.pt`` every ``checkpoint_every`` steps and at the end.
+    and ``<run_dir>/checkpoint.pt`` every ``checkpoint_every`` steps and at the end, with the CPU
+    and (when present) every CUDA device's random state, so a resumed run draws what the
+    uninterrupted one would have drawn.
     """
     if steps < 0:
         raise PhysinvError(f"--steps: must be >= 0, got {steps}")
@@ -221,6 +223,8 @@ def fit(
             load_extra_state(ckpt["extra"])
         if "rng" in ckpt:
             torch.set_rng_state(ckpt["rng"])
+        if "cuda_rng" in ckpt and torch.cuda.is_available() and len(ckpt["cuda_rng"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         start, elapsed_before = int(ckpt["step"]), float(ckpt.get("elapsed_s", 0.0))
 
     def checkpoint(step: int, elapsed: float) -> None:
@@ -231,6 +235,8 @@ def fit(
             "config": dict(config or {}),
             "rng": torch.get_rng_state(),
         }
+        if torch.cuda.is_available():  # the training samples are drawn on the GPU there
+            payload["cuda_rng"] = torch.cuda.get_rng_state_all()
         if extra_state is not None:
             payload["extra"] = dict(extra_state())
         save_checkpoint(ckpt_path, payload)

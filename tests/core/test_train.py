@@ -86,7 +86,8 @@ def test_time_budget_stops_early_and_keeps_result(tmp_path):
         return {"w": w.detach()}
 
     res = fit(step, run_dir=tmp_path, steps=10**6, state={"m": holder}, max_minutes=0.5 / 60, quiet=True)
-    assert res.stopped_by == "time" and 0 < res.step < 10**6
+    # 0.5 s of 10 ms steps: at most 50 steps, at least one
+    assert res.stopped_by == "time" and 1 <= res.step <= 50, res.step
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == res.step
 
 

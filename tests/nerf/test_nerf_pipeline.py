@@ -29,45 +29,85 @@ def _log(run):
     return JsonlLog(Path(run) / LOG_NAME).read()
 
 
-def test_psnr_rises_on_tiny_scene(ngp_run):
+def _background_psnr(data, split="test") -> float:
+    """Mean PSNR of the trivial answer, the background colour everywhere (about 12 dB on the tiny scene)."""
+    from physinv.core.metrics import psnr
+    from physinv.io.dataset import load_views
+
+    views = load_views(data, split)
+    return sum(float(psnr(views.background.expand_as(img), img)) for img in views.images) / len(views)
+
+
+def test_psnr_rises_on_tiny_scene(ngp_run, tiny_scene):
     run, result = ngp_run
     evals = [r["eval_psnr"] for r in _log(run) if r.get("eval")]
     assert len(evals) >= 3
-    # held-out PSNR (2 test views; 8 training views limit what can generalise) keeps rising
-    assert evals[-1] > evals[0] + 1.0 and evals[-1] > 18.0
+    # held-out PSNR (2 test views; 8 training views limit what can generalise) keeps rising and
+    # clearly beats the background-only answer (~12 dB)
+    assert evals[-1] > evals[0] + 1.0 and evals[-1] > _background_psnr(tiny_scene) + 6.0
     train_psnr = [r["psnr"] for r in _log(run) if "psnr" in r and not r.get("eval")]
     assert train_psnr[-1] > train_psnr[0] + 8.0 and train_psnr[-1] > 20.0
 
 
 def test_occupancy_grid_keeps_all_density(ngp_run, tiny_scene):
-    run, _ = ngp_run
-    r = load_run(run)
-    grid = r.model.sampler.grid
-    # 1. rendering with the trained grid equals rendering with nothing culled: the skipped space
-    #    held no density that a ray could see
+    """Rendering through the trained grid equals rendering with nothing culled, up to the fog the
+    grid is allowed to drop: cells whose density x step stays under the threshold (0.01 per step).
+    Dropping fog of optical depth tau in front of (or behind) anything changes a ray's colour by at
+    most 1 - exp(-tau); that bound is checked ray by ray with the dropped optical depth measured."""
+    from physinv.core.volume import segment_sum
     from physinv.io.dataset import load_views
     from physinv.nerf.train import sample_rays
 
+    run, _ = ngp_run
+    r = load_run(run)
+    sampler = r.model.sampler
+    grid = sampler.grid
     views = load_views(tiny_scene, "train")
     o, d, _ = sample_rays(views, 2048, torch.Generator().manual_seed(0))
     culled = r.render_rays(o, d)
     saved = grid.occupied.clone()
     grid.occupied.fill_(True)
     full = r.render_rays(o, d)
+    every = grid.sample(o, d, sampler.step)  # all marching samples, no cell culled
     grid.occupied.copy_(saved)
     assert (~saved).any()  # the grid does skip space
-    # (a ray may still graze fog that the field grew after the cell's last update)
-    diff = (culled["rgb"] - full["rgb"]).abs()
-    assert diff.max() < 0.05 and diff.mean() < 0.002, (float(diff.max()), float(diff.mean()))
-    # (only fog below the threshold, density * step < 0.01 per step, is dropped)
-    assert (culled["opacity"] - full["opacity"]).abs().mean() < 0.01
+    points = every.points(o, d)
+    dropped = ~grid.is_occupied(points)
+    tau_sample = r.density(points) * every.deltas * dropped  # optical depth of each dropped sample
+    tau = segment_sum(tau_sample, every.ray_indices, every.n_rays)
+    colour_change = (culled["rgb"] - full["rgb"]).abs()
+    # (+ early termination's 1e-4 of transmittance, + float32 round-off)
+    excess = colour_change.amax(-1) - (1.0 - torch.exp(-tau))
+    assert (excess <= 2e-4).all(), float(excess.max())
+    # what is dropped is fog under the grid's threshold (density x step < 0.01), but for a few
+    # samples in cells whose stored maximum lags the field (one random point per cell per update)
+    assert dropped.sum() > 0.3 * len(every) and tau_sample[dropped].quantile(0.99) < grid.threshold
+    assert colour_change.mean() < 0.002, float(colour_change.mean())
     # 2. after a few full updates of the final field, every point whose density is clearly above
     #    the threshold (10x) lies in an occupied cell
     for _ in range(4):
         grid.update(r.model.density, n_cells=grid.density.numel())
     pts = r.aabb[0] + torch.rand(100000, 3) * (r.aabb[1] - r.aabb[0])
-    holds = r.density(pts) * r.model.sampler.step > 10 * grid.threshold
+    holds = r.density(pts) * sampler.step > 10 * grid.threshold
     assert holds.any() and grid.is_occupied(pts[holds]).all()
+
+
+def test_density_is_inside_the_objects(ngp_run, tiny_scene):
+    """Geometry, not only pictures: the density inside the scene's sphere (radius 0.4 at
+    (0.45, -0.35, 0)) is far above the density in empty space (outside every object's box)."""
+    import trimesh
+
+    r = load_run(ngp_run[0])
+    torch.manual_seed(0)
+    pts = torch.rand(20000, 3) * 2 - 1
+    empty = torch.ones(len(pts), dtype=torch.bool)
+    for name in ("sphere", "cube", "cylinder"):
+        lo, hi = (torch.tensor(b, dtype=torch.float32) for b in trimesh.load(tiny_scene / "meshes" / f"{name}.ply").bounds)
+        empty &= ~((pts >= lo - 0.1) & (pts <= hi + 0.1)).all(-1)
+    inside = torch.linalg.norm(pts - torch.tensor([0.45, -0.35, 0.0]), dim=-1) < 0.3
+    sigma = r.density(pts)
+    assert inside.sum() > 100 and empty.sum() > 1000
+    assert sigma[inside].median() > 20 * sigma[empty].median(), (float(sigma[inside].median()), float(sigma[empty].median()))
 
 
 def test_api_queries_density_and_colour(ngp_run):
@@ -95,7 +135,7 @@ def test_exact_reproduction_scores_very_high_psnr(ngp_run, tiny_scene, monkeypat
     metrics = evaluate(r, tiny_scene)
     assert metrics["views"] == 2 and metrics["psnr"] > 60 and metrics["ssim"] > 0.999
     real = evaluate(load_run(run), tiny_scene)
-    assert 15 < real["psnr"] < metrics["psnr"]
+    assert _background_psnr(tiny_scene) + 6.0 < real["psnr"] < metrics["psnr"]
 
 
 @pytest.mark.parametrize("sparse_grad", [False, True], ids=["dense-adam", "instant-ngp-sparse-adam"])
@@ -121,15 +161,22 @@ def test_resume_continues_the_same_run(tiny_scene, tmp_path, sparse_grad, TINY):
 def test_faithful_nerf_and_plain_train(tiny_scene, tmp_path, TINY):
     torch.set_num_threads(1)
     small = dict(width=32, coarse_samples=16, fine_samples=16, batch_rays=128, eval_every=20, eval_rays=512)
-    res = train(tiny_scene, tmp_path / "nerf", NerfConfig(method="nerf", steps=60, lr=2e-3, **small), quiet=True)
-    losses = [r["loss"] for r in _log(tmp_path / "nerf") if "loss" in r]
-    assert res.fit.step == 60 and losses[-1] < losses[0]
+    res = train(tiny_scene, tmp_path / "nerf", NerfConfig(method="nerf", steps=120, lr=5e-3, **small), quiet=True)
+    log = _log(tmp_path / "nerf")
+    losses = [r["loss"] for r in log if "loss" in r]  # steps 1, 25, 50, 75, 100, 120
+    evals = [r["eval_psnr"] for r in log if r.get("eval")]  # every 20 steps
+    background = _background_psnr(tiny_scene)
+    assert res.fit.step == 120 and len(losses) == 6 and len(evals) == 6
+    # the loss halves over the run (each logged loss is one noisy batch: compare pairs) and the
+    # held-out PSNR climbs well above the background-only answer
+    assert sum(losses[-2:]) < 0.5 * sum(losses[:2]), losses
+    assert evals[-1] > evals[0] + 2.0 and evals[-1] > background + 4.0, (evals, background)
     r = load_run(tmp_path / "nerf")
     assert r.model.coarse.trunk.hidden[4].in_features == 32 + 63  # input skip at the fifth layer
     out = r.render_rays(torch.zeros(4, 3) + torch.tensor([0.0, -4.0, 0.0]), torch.tensor([[0.0, 1.0, 0.0]] * 4))
     assert out["rgb"].shape == (4, 3)
     res = train(tiny_scene, tmp_path / "plain", NerfConfig(method="plain", steps=60, **TINY), quiet=True)
-    assert res.fit.step == 60 and res.eval_psnr > 12
+    assert res.fit.step == 60 and res.eval_psnr > background + 4.0, (res.eval_psnr, background)
 
 
 def test_density_noise_revives_a_dead_start():
@@ -209,7 +256,7 @@ def test_cli_eval_render_mesh(ngp_run, tiny_scene, tmp_path, capsys):
     run, _ = ngp_run
     _cli(["nerf", "eval", str(run), "--data", str(tiny_scene), "--device", "cpu"])
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert line["views"] == 2 and line["psnr"] > 15 and 0 < line["ssim"] <= 1
+    assert line["views"] == 2 and line["psnr"] > _background_psnr(tiny_scene) + 6.0 and 0 < line["ssim"] <= 1
     _cli(["nerf", "render", str(run), "--out", str(tmp_path / "orbit"), "--orbit", "3", "--device", "cpu"])
     for name in ("rgb_002.png", "depth_000.png", "depth_000.npy", "opacity_001.png", "orbit.gif"):
         assert (tmp_path / "orbit" / name).is_file(), name
@@ -221,7 +268,13 @@ def test_cli_eval_render_mesh(ngp_run, tiny_scene, tmp_path, capsys):
     _cli(["nerf", "mesh", str(run), "--out", str(tmp_path / "m.ply"), "--res", "24", "--level", str(level), "--device", "cpu"])
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (tmp_path / "m.ply").is_file() and metrics["faces"] > 0
-    assert "chamfer" in metrics and metrics["chamfer"] > 0
+    # the mesh is near the true surface: far closer than the scene box's own surface (Chamfer ~0.54)
+    import trimesh
+
+    from physinv.nerf.api import mesh_chamfer
+
+    box = mesh_chamfer(trimesh.creation.box(extents=(2.0, 2.0, 2.0)), tiny_scene / "meshes" / "scene.ply")["chamfer"]
+    assert metrics["chamfer"] < 0.15 and metrics["chamfer"] < box / 3, (metrics["chamfer"], box)
 
 
 def test_cli_rejects_unknown_method(tiny_scene, tmp_path, capsys):

@@ -78,7 +78,8 @@ def test_train_and_eval_cli(tmp_path, capsys):
                      "--batch-size", "4", "--device", "cpu"], capsys)
         assert m["steps"] == 3 and (run / "checkpoint.pt").is_file()
         e = run_cli(["radiative", "eval", str(run), str(data), "--device", "cpu"], capsys)
-        assert ("r2" in e) if model == "cnn" else ("binary_accuracy" in e)
+        # (3 steps: the plumbing, not the learning, is under test here; see the U-Net test for that)
+        assert (e["r2"] <= 1.0) if model == "cnn" else (0.0 <= e["binary_accuracy"] <= 1.0), e
         assert json.loads((run / "metrics.json").read_text()) == e
     # resuming a finished run continues the step count
     m = run_cli(["radiative", "train", str(data), "--model", "cnn", "--out", str(tmp_path / "cnn"), "--steps", "5",
@@ -100,11 +101,14 @@ def test_unet_learns_a_tiny_set_and_vnet_builds(tmp_path):
     from physinv.radiative.learn import TrainSpec, evaluate_run, train_model
 
     data = tmp_path / "f"
-    generate_dataset(DatasetSpec(kind="fields", n=20, batch=20, grid=16, t_final=0.002, k=2), data, "cpu", quiet=True)
-    train_model(data, tmp_path / "u", TrainSpec(model="unet", steps=200, batch_size=16, lr=3e-3, eval_every=1000), "cpu", quiet=True)
-    m = evaluate_run(tmp_path / "u", data, "train", "cpu")
-    assert m["r2"] > 0.5, m  # fits its training set: the pipeline learns something
-    assert (tmp_path / "u" / "plots" / "eval_train.png").is_file()
+    # t_final = 0.02 sh: the radiation has crossed the 16x16 domain, so the signals carry the density
+    # (at 0.002 sh they barely leave the source and a held-out map cannot be told from the mean)
+    generate_dataset(DatasetSpec(kind="fields", n=80, batch=80, grid=16, t_final=0.02, k=2), data, "cpu", quiet=True)
+    train_model(data, tmp_path / "u", TrainSpec(model="unet", steps=250, batch_size=16, lr=3e-3, eval_every=1000), "cpu", quiet=True)
+    m = evaluate_run(tmp_path / "u", data, "test", "cpu")
+    # the 8 held-out maps: far better than the mean predictor (R^2 = 0); 0.90 measured
+    assert m["split"] == "test" and m["n"] == 8 and m["r2"] > 0.6, m
+    assert (tmp_path / "u" / "plots" / "eval_test.png").is_file()
     net = DensityVNet(4)
     assert net(torch.randn(2, 4, 16, 16)).shape == (2, 1, 16, 16)
     assert isinstance(DensityVNet(6).adapter, torch.nn.Conv2d)  # 16 % 6 != 0: 1×1 adapter
