@@ -145,6 +145,25 @@ class FitResult:
     resumed_from: int = 0
 
 
+@dataclass
+class Progress:
+    """How far a :func:`fit` has come, for schedules that span a run whatever ends it.
+
+    ``fit`` fills ``steps``, ``max_seconds`` and, before every step, ``elapsed_s`` (training
+    seconds across resumes)."""
+
+    steps: int = 0
+    max_seconds: float | None = None
+    elapsed_s: float = 0.0
+
+    def fraction(self, step: int) -> float:
+        """Share of the run done before ``step``: the larger of the steps' and the time budget's, in [0, 1]."""
+        done = step / self.steps if self.steps > 0 else 1.0
+        if self.max_seconds:
+            done = max(done, self.elapsed_s / self.max_seconds)
+        return min(done, 1.0)
+
+
 class _StopFlag:
     def __init__(self) -> None:
         self.raised = False
@@ -185,6 +204,7 @@ def fit(
     desc: str = "training",
     resume: bool = True,
     quiet: bool = False,
+    progress: Progress | None = None,
 ) -> FitResult:
     """Run ``step_fn(step)`` for ``step = start .. steps-1`` or until ``max_minutes`` have passed.
 
@@ -193,6 +213,7 @@ def fit(
     step_fn: one optimisation step; returns scalar metrics (floats or 0-d tensors) to log.
     eval_fn: optional evaluation every ``eval_every`` steps and at the end, logged with ``eval``.
     extra_state / load_extra_state: plain tensors or values beyond ``state`` (e.g. an occupancy grid).
+    progress: kept up to date before every step (for a schedule over the whole run, :class:`Progress`).
 
     Writes ``<run_dir>/log.jsonl`` (``step``, ``time_s`` = cumulative training seconds, metrics)
     and ``<run_dir>/checkpoint.pt`` every ``checkpoint_every`` steps and at the end, with the CPU
@@ -258,6 +279,9 @@ def fit(
             if stop.raised:
                 stopped_by = "interrupt"
                 break
+            if progress is not None:
+                progress.steps, progress.elapsed_s = steps, elapsed()
+                progress.max_seconds = max_minutes * 60.0 if max_minutes is not None else None
             metrics = step_fn(step)
             step += 1
             if step % log_every == 0 or step == steps or step == start + 1:

@@ -51,6 +51,7 @@ import torch
 from physinv.errors import PhysinvError
 
 METHODS = ("nerf", "ngp", "plain")
+LR_SCHEDULES = ("steps", "run")
 
 
 @dataclass
@@ -60,7 +61,9 @@ class NerfConfig:
     seed: int = 0
     batch_rays: Optional[int] = None  # nerf 4096 (paper); ngp/plain 8192 on CUDA, 1024 on CPU
     lr: Optional[float] = None  # nerf 5e-4, ngp/plain 1e-2
-    lr_decay_steps: Optional[int] = None  # lr falls by 0.1 over this many steps (nerf 250000, ngp/plain 30000)
+    lr_decay_steps: Optional[int] = None  # lr_schedule "steps": lr falls by 0.1 over this many steps (nerf 250000, ngp/plain 30000)
+    lr_schedule: Optional[str] = None  # "steps" (exponential over lr_decay_steps) | "run" (exponential to lr_final_fraction over the run: --steps or --max-minutes, whichever ends it)
+    lr_final_fraction: float = 0.1  # lr_schedule "run": the lr at the end of the run, as a fraction of lr
     checkpoint_every: int = 500
     eval_every: int = 250
     eval_rays: int = 4096  # held-out rays for the PSNR curve
@@ -102,9 +105,9 @@ class NerfConfig:
 
 
 _METHOD_DEFAULTS = {
-    "nerf": {"lr": 5e-4, "lr_decay_steps": 250_000, "precrop_steps": 500},
-    "ngp": {"lr": 1e-2, "lr_decay_steps": 30_000, "sparse_grad": False, "mlp_weight_decay": 1e-6, "precrop_steps": 0},
-    "plain": {"lr": 1e-2, "lr_decay_steps": 30_000, "sparse_grad": False, "mlp_weight_decay": 0.0, "precrop_steps": 0},
+    "nerf": {"lr": 5e-4, "lr_decay_steps": 250_000, "lr_schedule": "steps", "precrop_steps": 500},
+    "ngp": {"lr": 1e-2, "lr_decay_steps": 30_000, "lr_schedule": "steps", "sparse_grad": False, "mlp_weight_decay": 1e-6, "precrop_steps": 0},
+    "plain": {"lr": 1e-2, "lr_decay_steps": 30_000, "lr_schedule": "steps", "sparse_grad": False, "mlp_weight_decay": 0.0, "precrop_steps": 0},
 }
 
 
@@ -128,6 +131,10 @@ def resolve(config: NerfConfig, device: torch.device | str) -> NerfConfig:
             raise PhysinvError(f"--{key.replace('_', '-')}: must be > 0, got {values[key]}")
     if values["mlp_weight_decay"] is not None and values["mlp_weight_decay"] < 0:
         raise PhysinvError(f"--mlp-weight-decay: must be >= 0, got {values['mlp_weight_decay']}")
+    if values["lr_schedule"] not in LR_SCHEDULES:
+        raise PhysinvError(f"--lr-schedule: must be one of {', '.join(LR_SCHEDULES)}, got '{values['lr_schedule']}'")
+    if not 0 < values["lr_final_fraction"] <= 1:
+        raise PhysinvError(f"--lr-final-fraction: must be in (0, 1], got {values['lr_final_fraction']}")
     if values["density_noise_std"] < 0:
         raise PhysinvError(f"--density-noise-std: must be >= 0, got {values['density_noise_std']}")
     if values["precrop_steps"] < 0:

@@ -21,8 +21,8 @@ from torch import Tensor
 
 from physinv.config import config_to_dict
 from physinv.core.camera import camera_rays
+from physinv.core.train import CHECKPOINT_NAME, LOG_NAME, FitResult, JsonlLog, Progress, fit, load_checkpoint, seed_everything
 from physinv.core.volume import PER_SAMPLE_KEYS
-from physinv.core.train import CHECKPOINT_NAME, LOG_NAME, FitResult, JsonlLog, fit, load_checkpoint, seed_everything
 from physinv.errors import input_error
 from physinv.io.dataset import ViewSet, load_views
 from physinv.nerf.config import NerfConfig, resolve
@@ -121,6 +121,19 @@ def build_optimizer(model: torch.nn.Module, cfg: NerfConfig) -> torch.optim.Opti
     return torch.optim.Adam(groups + [{"params": tables, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
 
 
+def lr_scheduler(optimizer: torch.optim.Optimizer, cfg: NerfConfig, progress: Progress) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule of ``cfg`` (resolved), stepped once per training step.
+
+    ``steps``: ``lr * 0.1^(step / lr_decay_steps)`` (NeRF's exponential decay). ``run``:
+    ``lr * lr_final_fraction^f`` with ``f`` the share of the run done (:class:`~physinv.core.train.Progress`:
+    steps or training time, whichever budget ends first), so a run of any length ends at the small
+    rate, as instant-ngp's and nerfacc's step schedules do for their fixed step counts.
+    """
+    if cfg.lr_schedule == "steps":
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.1 ** (1.0 / cfg.lr_decay_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cfg.lr_final_fraction ** progress.fraction(step))
+
+
 @dataclass
 class TrainResult:
     """What :func:`fit` returned, the resolved configuration and the last held-out PSNR (dB) logged."""
@@ -164,7 +177,8 @@ def train(
     if hasattr(model, "enable_cuda_speedups"):
         model.enable_cuda_speedups()
     optimizer = build_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.1 ** (1.0 / cfg.lr_decay_steps))
+    progress = Progress()
+    scheduler = lr_scheduler(optimizer, cfg, progress)
     background = views.background
 
     eval_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
@@ -221,6 +235,7 @@ def train(
         config=ckpt_config,
         desc=f"nerf/{cfg.method}",
         quiet=quiet,
+        progress=progress,
     )
     curve = eval_curve(JsonlLog(run_dir / LOG_NAME).read())
     return TrainResult(fit=result, config=cfg, eval_psnr=curve[-1][1] if curve else None)

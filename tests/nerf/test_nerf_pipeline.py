@@ -282,3 +282,30 @@ def test_cli_rejects_unknown_method(tiny_scene, tmp_path, capsys):
         main(["nerf", "train", str(tiny_scene), "--out", str(tmp_path / "x"), "--method", "mipnerf"])
     assert exc.value.code == 2
     assert "unknown method 'mipnerf'" in capsys.readouterr().err
+
+
+def test_run_schedule_ends_every_run_at_the_small_rate():
+    """lr_schedule "run": the rate falls exponentially with the share of the run done, by steps or by
+    training time, whichever budget is nearer its end."""
+    from physinv.core.train import Progress
+    from physinv.nerf.config import resolve
+    from physinv.nerf.train import lr_scheduler
+
+    cfg = resolve(NerfConfig(method="ngp", lr_schedule="run", lr_final_fraction=0.01), "cpu")
+    param = torch.nn.Parameter(torch.zeros(3))
+    optimizer = torch.optim.Adam([param], lr=cfg.lr)
+    progress = Progress(steps=100)
+    scheduler = lr_scheduler(optimizer, cfg, progress)
+    for _ in range(50):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.01**0.5)
+    progress.max_seconds, progress.elapsed_s = 60.0, 45.0  # the time budget is 75 % spent
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.01**0.75)
+    progress.elapsed_s = 600.0
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)  # never below the final rate
+    with pytest.raises(PhysinvError, match="--lr-schedule: must be one of steps, run"):
+        resolve(NerfConfig(lr_schedule="cosine"), "cpu")
