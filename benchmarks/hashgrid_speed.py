@@ -2,14 +2,19 @@
 
 Prints one JSON object. For each point count: forward, backward and forward+backward milliseconds
 per call of the encoding alone (ngp config: 16 levels x 2 features, T = 2^19, N_min 16, N_max 512;
-points uniform in the unit cube; backward = table gradients, as in training), for ``backend="torch"``
+backward = table gradients, as in training), for ``backend="torch"``
 and ``backend="fused"``, in the same process; plus an ngp field training step on the same points
 (encoding -> 1x64 MLP -> 16, SH degree 4 -> 2x64 MLP -> RGB, forward + backward + Adam over all
 parameters), and the no-grad density evaluation that the occupancy-grid update and early-termination
 pass run. The two backends are timed in alternating rounds (median of the per-call medians), so that
 a load change on a shared machine hits both alike.
 
-    python benchmarks/hashgrid_speed.py --threads 2 --points 16384,32768
+Points (``--layout``): ``rays`` (default), runs of 16 consecutive samples 1/256 of the box diagonal
+apart along random lines through the unit cube, like the samples an occupancy grid leaves near a
+surface (1,024 rays x 16 = 16,384 points); ``random``, uniform in the cube (no locality at all, the
+worst case for both forms).
+
+    python benchmarks/hashgrid_speed.py --threads 2 --points 16384,32768 --layout rays
 """
 
 from __future__ import annotations
@@ -57,9 +62,21 @@ class Field(nn.Module):
         return torch.exp(h[:, :1]), self.colour_net(torch.cat([h, self.sh(d)], -1))
 
 
-def measure(n: int, reps: int, rounds: int) -> dict:
+def sample_points(n: int, layout: str, g: torch.Generator) -> torch.Tensor:
+    """(n, 3) points in [0, 1]^3: ``random`` uniform, or ``rays``: runs of 16 samples along lines."""
+    if layout == "random":
+        return torch.rand(n, 3, generator=g)
+    per_ray, step = 16, 3**0.5 / 256
+    rays = -(-n // per_ray)
+    dirs = torch.nn.functional.normalize(torch.randn(rays, 3, generator=g), dim=-1)
+    start = 0.15 + 0.7 * torch.rand(rays, 3, generator=g)  # the run starts inside the box
+    t = (torch.arange(per_ray, dtype=torch.float32) - per_ray / 2) * step
+    return (start[:, None] + t[None, :, None] * dirs[:, None]).reshape(-1, 3)[:n].clamp(0, 1)
+
+
+def measure(n: int, reps: int, rounds: int, layout: str) -> dict:
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(n, 3, generator=g)
+    x = sample_points(n, layout, g)
     d = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1)
     grad_out = torch.randn(n, 32, generator=g)
     target = torch.rand(n, 3, generator=g)
@@ -117,6 +134,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", default="16384,32768", help="comma-separated point counts")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--layout", choices=["rays", "random"], default="rays", help="where the points lie (see above)")
     ap.add_argument("--reps", type=int, default=5, help="calls per timing")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of both backends")
     args = ap.parse_args()
@@ -127,11 +145,12 @@ def main():
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "layout": args.layout,
         "config": {"levels": 16, "features": 2, "log2_table_size": 19, "base_resolution": 16, "finest_resolution": 512},
         "results": {},
     }
     for n in [int(v) for v in args.points.split(",")]:
-        report["results"][str(n)] = measure(n, args.reps, args.rounds)
+        report["results"][str(n)] = measure(n, args.reps, args.rounds, args.layout)
     print(json.dumps(report, indent=1))
 
 
