@@ -2,10 +2,11 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+HASHGRID := $(VENV)/.hashgrid-built
 OUT    ?= demo
 
 .PHONY: setup demo test clean
-setup: $(STAMP)
+setup: $(STAMP) $(HASHGRID)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -14,6 +15,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	-bash scripts/install-llvm.sh
 	touch $(STAMP)
+
+# the fused CPU hash-grid kernel (C++, about a minute); without it backend="auto" uses the PyTorch reference
+$(HASHGRID): $(STAMP) physinv/core/csrc/hashgrid_cpu.cpp
+	-$(PY) -m physinv.core.hashgrid_cpu build && touch $(HASHGRID)
 
 demo: setup
 	$(VENV)/bin/physinv demo --out $(OUT)

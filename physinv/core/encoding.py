@@ -4,7 +4,8 @@
   ``gamma(p) = (p, sin(2^0 pi p), cos(2^0 pi p), ..., sin(2^(L-1) pi p), cos(2^(L-1) pi p))``
   applied to each coordinate (inputs expected in [-1, 1], as in the paper).
 * :class:`HashGridEncoding` — instant-ngp's multi-resolution hash encoding (Müller et al. 2022),
-  in pure PyTorch: ``L`` levels of resolution ``N_l = floor(N_min * b^l)``,
+  in pure PyTorch (the reference and the CUDA path; on the CPU a fused compiled kernel,
+  :mod:`physinv.core.hashgrid_cpu`, computes the same by default, ``backend="auto"``): ``L`` levels of resolution ``N_l = floor(N_min * b^l)``,
   ``b = exp((ln N_max - ln N_min) / (L - 1))``; a level whose ``(N_l + 1)^3`` vertices fit in the
   table of ``T = 2^log2_table_size`` rows is indexed densely (one-to-one), the finer ones through
   the spatial hash ``(x * 1) xor (y * 2654435761) xor (z * 805459861) mod T``; features of the 8
@@ -134,7 +135,31 @@ def _hashed_level(x: Tensor, table: Tensor, resolution: int, sparse_grad: bool =
     return (weights.to(feats.dtype).unsqueeze(-1) * feats).sum(1)
 
 
-def hash_grid_encode(x: Tensor, tables: Sequence[Tensor], resolutions: Sequence[int], dense: Sequence[bool], sparse_grad: bool = False) -> Tensor:
+HASH_GRID_BACKENDS = ("auto", "torch", "fused")
+
+
+def hash_grid_backend(x: Tensor, tables: Sequence[Tensor], dense: Sequence[bool], sparse_grad: bool = False, backend: str = "auto") -> str:
+    """The implementation :func:`hash_grid_encode` uses: ``"torch"`` (the pure-PyTorch reference) or
+    ``"fused"`` (:mod:`physinv.core.hashgrid_cpu`, one compiled CPU kernel).
+
+    ``"auto"``: fused when the kernel is built and can take the inputs (CPU, float32, dense gradients,
+    i.e. ``sparse_grad`` False), the reference otherwise (CUDA, float64, sparse gradients, no build).
+    ``"fused"``: the kernel or a ValueError saying why not. ``"torch"``: always the reference."""
+    if backend not in HASH_GRID_BACKENDS:
+        raise ValueError(f"hash grid: backend must be one of {', '.join(HASH_GRID_BACKENDS)}, got {backend!r}")
+    if backend == "torch":
+        return "torch"
+    from physinv.core import hashgrid_cpu
+
+    reason = "the fused hash-grid kernel gives dense table gradients; sparse_grad=True needs backend='torch' (or 'auto')" if sparse_grad else hashgrid_cpu.fused_unsupported(x, tables, dense)
+    if reason is None:
+        return "fused"
+    if backend == "fused":
+        raise ValueError(f"hash grid: backend='fused' unavailable: {reason}")
+    return "torch"
+
+
+def hash_grid_encode(x: Tensor, tables: Sequence[Tensor], resolutions: Sequence[int], dense: Sequence[bool], sparse_grad: bool = False, backend: str = "auto") -> Tensor:
     """Multi-resolution hash encoding.
 
     x: (N, 3) positions in [0, 1]^3 (clamped); tables: one (rows_l, F) feature table per level
@@ -148,7 +173,17 @@ def hash_grid_encode(x: Tensor, tables: Sequence[Tensor], resolutions: Sequence[
     level's gathers and scatters stay inside its own few-MB table (cache friendly) instead of one
     table of all levels; dense levels use ``grid_sample``; the 8 corner indices and weights are built
     per axis and combined by broadcasting.
+
+    ``backend`` (see :func:`hash_grid_backend`): ``"auto"`` (default) runs the fused CPU kernel of
+    :mod:`physinv.core.hashgrid_cpu` when it is built and the inputs are float32 CPU tensors with dense
+    gradients, this reference otherwise; ``"torch"`` forces the reference, ``"fused"`` the kernel.
+    Both give the same values and gradients (float32 rounding aside) and the same x-gradient
+    conventions at the box faces; the fused backward is first-order only (no ``create_graph``).
     """
+    if hash_grid_backend(x, tables, dense, sparse_grad, backend) == "fused":
+        from physinv.core.hashgrid_cpu import fused_hash_grid_encode
+
+        return fused_hash_grid_encode(x, tables, resolutions, dense)
     x = x.clamp(0.0, 1.0)
     outs = []
     for table, res, is_dense in zip(tables, resolutions, dense):
@@ -167,11 +202,15 @@ class HashGridEncoding(nn.Module):
     ``sparse_grad`` (default False): the hashed levels' tables get sparse gradients (rows touched by
     the batch only), so that an optimiser can skip the untouched rows as instant-ngp does; the
     dense levels' tables keep dense gradients. Values and gradients are the same either way.
+
+    ``backend`` ("auto", "torch" or "fused"): the implementation, see :func:`hash_grid_encode`.
     """
 
-    def __init__(self, n_levels: int = 16, n_features: int = 2, log2_table_size: int = 19, base_resolution: int = 16, finest_resolution: int = 2048, init_scale: float = 1e-4, sparse_grad: bool = False):
+    def __init__(self, n_levels: int = 16, n_features: int = 2, log2_table_size: int = 19, base_resolution: int = 16, finest_resolution: int = 2048, init_scale: float = 1e-4, sparse_grad: bool = False, backend: str = "auto"):
         super().__init__()
-        self.sparse_grad = sparse_grad
+        if backend not in HASH_GRID_BACKENDS:
+            raise ValueError(f"HashGridEncoding: backend must be one of {', '.join(HASH_GRID_BACKENDS)}, got {backend!r}")
+        self.sparse_grad, self.backend = sparse_grad, backend
         self.n_levels, self.n_features, self.log2_table_size = n_levels, n_features, log2_table_size
         self.base_resolution, self.finest_resolution = base_resolution, finest_resolution
         layout = hash_grid_levels(n_levels, log2_table_size, base_resolution, finest_resolution)
@@ -184,10 +223,10 @@ class HashGridEncoding(nn.Module):
         self.out_dim = n_levels * n_features
 
     def forward(self, x: Tensor) -> Tensor:
-        return hash_grid_encode(x, list(self.tables), self.resolutions, self.dense, self.sparse_grad)
+        return hash_grid_encode(x, list(self.tables), self.resolutions, self.dense, self.sparse_grad, self.backend)
 
     def extra_repr(self) -> str:
-        return f"levels={self.n_levels}, features={self.n_features}, T=2^{self.log2_table_size}, N_min={self.base_resolution}, N_max={self.finest_resolution}, b={self.growth:.4f}, sparse_grad={self.sparse_grad}"
+        return f"levels={self.n_levels}, features={self.n_features}, T=2^{self.log2_table_size}, N_min={self.base_resolution}, N_max={self.finest_resolution}, b={self.growth:.4f}, sparse_grad={self.sparse_grad}, backend={self.backend}"
 
 
 # ----------------------------------------------------------------------------------------------
