@@ -11,7 +11,9 @@ the periodic evaluations (each logs its own duration). The scene is the built-in
 
 Plain configuration (the reference): hash grid 16 levels x 2 features, T = 2^19, 128 uniform
 stratified samples per ray inside the scene box, 8192 rays/step, bf16 autocast on CUDA, no
-occupancy grid (CPU: 1024 rays x 64 samples).
+occupancy grid (CPU: 1024 rays x 64 samples), and the pure-PyTorch hash-grid encoding
+(``--plain-backend``, default ``torch``): an independent reference, not sped up by physinv's
+fused CPU kernel, which ``ngp`` uses (``hash_backend = auto``).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--views", type=int, default=100)
     ap.add_argument("--nerf-batch-rays", type=int, default=None, help="rays per step of the faithful nerf (default: the paper's 4096; a CPU needs far fewer)")
     ap.add_argument("--set", action="append", default=[], help="extra config key=value for every method (repeatable)")
+    ap.add_argument("--plain-backend", default="torch", help="hash-grid backend of the plain reference (torch | auto | fused)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,6 +88,8 @@ def main(argv=None) -> dict:
         shutil.rmtree(run, ignore_errors=True)
         eval_every = args.eval_every or (50 if method == "nerf" else 100) * (1 if device.type == "cpu" else 5)
         overrides = dict(extra)
+        if method == "plain":
+            overrides.setdefault("hash_backend", args.plain_backend)
         if method == "nerf" and args.nerf_batch_rays:
             overrides["batch_rays"] = args.nerf_batch_rays
         cfg = NerfConfig(method=method, steps=10**7, eval_every=eval_every, checkpoint_every=10**7, **overrides)

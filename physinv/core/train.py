@@ -146,7 +146,7 @@ class FitResult:
 
 
 @dataclass
-class Progress:
+class RunProgress:
     """How far a :func:`fit` has come, for schedules that span a run whatever ends it.
 
     ``fit`` fills ``steps``, ``max_seconds`` and, before every step, ``elapsed_s`` (training
@@ -204,7 +204,7 @@ def fit(
     desc: str = "training",
     resume: bool = True,
     quiet: bool = False,
-    progress: Progress | None = None,
+    progress: RunProgress | None = None,
 ) -> FitResult:
     """Run ``step_fn(step)`` for ``step = start .. steps-1`` or until ``max_minutes`` have passed.
 
@@ -213,7 +213,7 @@ def fit(
     step_fn: one optimisation step; returns scalar metrics (floats or 0-d tensors) to log.
     eval_fn: optional evaluation every ``eval_every`` steps and at the end, logged with ``eval``.
     extra_state / load_extra_state: plain tensors or values beyond ``state`` (e.g. an occupancy grid).
-    progress: kept up to date before every step (for a schedule over the whole run, :class:`Progress`).
+    progress: kept up to date before every step (for a schedule over the whole run, :class:`RunProgress`).
 
     Writes ``<run_dir>/log.jsonl`` (``step``, ``time_s`` = cumulative training seconds, metrics)
     and ``<run_dir>/checkpoint.pt`` every ``checkpoint_every`` steps and at the end, with the CPU

@@ -48,6 +48,7 @@ from typing import Optional
 
 import torch
 
+from physinv.core.encoding import HASH_GRID_BACKENDS
 from physinv.errors import PhysinvError
 
 METHODS = ("nerf", "ngp", "plain")
@@ -100,6 +101,7 @@ class NerfConfig:
     early_stop_eps: float = 1e-4  # ngp: drop samples behind transmittance < eps (0 disables)
     mixed_precision: bool = True  # bf16 autocast for the ngp/plain MLPs on CUDA
     compile: bool = False  # torch.compile the ngp/plain MLPs on CUDA
+    hash_backend: str = "auto"  # ngp/plain hash grid: auto (the fused CPU kernel when built, else PyTorch) | torch (the reference) | fused
     sparse_grad: Optional[bool] = None  # True: sparse table gradients + instant-ngp's lazy Adam; default False (dense Adam), see above
     mlp_weight_decay: Optional[float] = None  # L2 on the MLP weight matrices (ngp 1e-6 as instant-ngp; plain 0)
 
@@ -131,6 +133,8 @@ def resolve(config: NerfConfig, device: torch.device | str) -> NerfConfig:
             raise PhysinvError(f"--{key.replace('_', '-')}: must be > 0, got {values[key]}")
     if values["mlp_weight_decay"] is not None and values["mlp_weight_decay"] < 0:
         raise PhysinvError(f"--mlp-weight-decay: must be >= 0, got {values['mlp_weight_decay']}")
+    if values["hash_backend"] not in HASH_GRID_BACKENDS:
+        raise PhysinvError(f"--hash-backend: must be one of {', '.join(HASH_GRID_BACKENDS)}, got '{values['hash_backend']}'")
     if values["lr_schedule"] not in LR_SCHEDULES:
         raise PhysinvError(f"--lr-schedule: must be one of {', '.join(LR_SCHEDULES)}, got '{values['lr_schedule']}'")
     if not 0 < values["lr_final_fraction"] <= 1:

@@ -98,7 +98,7 @@ class NGPField(nn.Module):
         super().__init__()
         c = config
         self.register_buffer("aabb", aabb.detach().clone().float())
-        self.encoding = HashGridEncoding(c.levels, c.features_per_level, c.log2_table_size, c.base_resolution, c.finest_resolution, sparse_grad=bool(c.sparse_grad))
+        self.encoding = HashGridEncoding(c.levels, c.features_per_level, c.log2_table_size, c.base_resolution, c.finest_resolution, sparse_grad=bool(c.sparse_grad), backend=c.hash_backend)
         self.density_net = MLP(self.encoding.out_dim, 1 + c.geo_features, width=c.hidden, depth=1)
         self.dir_encoding = SHEncoding(c.sh_l_max)
         self.colour_net = MLP(1 + c.geo_features + self.dir_encoding.out_dim, 3, width=c.hidden, depth=2, output_activation="sigmoid")

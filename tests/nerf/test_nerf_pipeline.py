@@ -138,10 +138,24 @@ def test_exact_reproduction_scores_very_high_psnr(ngp_run, tiny_scene, monkeypat
     assert _background_psnr(tiny_scene) + 6.0 < real["psnr"] < metrics["psnr"]
 
 
-@pytest.mark.parametrize("sparse_grad", [False, True], ids=["dense-adam", "instant-ngp-sparse-adam"])
-def test_resume_continues_the_same_run(tiny_scene, tmp_path, sparse_grad, TINY):
+def _fused_kernel_built() -> bool:
+    from physinv.core import hashgrid_cpu
+
+    return hashgrid_cpu.load() is not None
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        dict(hash_backend="torch"),
+        pytest.param(dict(hash_backend="fused"), marks=pytest.mark.skipif(not _fused_kernel_built(), reason="fused hash-grid kernel not built (make setup)")),
+        dict(hash_backend="torch", sparse_grad=True),
+    ],
+    ids=["reference-encoding", "fused-kernel", "instant-ngp-sparse-adam"],
+)
+def test_resume_continues_the_same_run(tiny_scene, tmp_path, variant, TINY):
     torch.set_num_threads(1)
-    cfg = dict(TINY, checkpoint_every=10, eval_every=1000, batch_rays=64, sparse_grad=sparse_grad)
+    cfg = dict(TINY, checkpoint_every=10, eval_every=1000, batch_rays=64, **variant)
     straight = tmp_path / "straight"
     train(tiny_scene, straight, NerfConfig(method="ngp", steps=40, **cfg), quiet=True)
     split = tmp_path / "split"
@@ -287,14 +301,14 @@ def test_cli_rejects_unknown_method(tiny_scene, tmp_path, capsys):
 def test_run_schedule_ends_every_run_at_the_small_rate():
     """lr_schedule "run": the rate falls exponentially with the share of the run done, by steps or by
     training time, whichever budget is nearer its end."""
-    from physinv.core.train import Progress
+    from physinv.core.train import RunProgress
     from physinv.nerf.config import resolve
     from physinv.nerf.train import lr_scheduler
 
     cfg = resolve(NerfConfig(method="ngp", lr_schedule="run", lr_final_fraction=0.01), "cpu")
     param = torch.nn.Parameter(torch.zeros(3))
     optimizer = torch.optim.Adam([param], lr=cfg.lr)
-    progress = Progress(steps=100)
+    progress = RunProgress(steps=100)
     scheduler = lr_scheduler(optimizer, cfg, progress)
     for _ in range(50):
         optimizer.step()
