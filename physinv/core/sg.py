@@ -225,10 +225,10 @@ def downsample_equirect(image: Tensor, max_height: int) -> Tensor:
 def fit_envmap(
     image: Tensor,
     lobes: int = 128,
-    steps: int = 1000,
+    steps: int = 500,
     to_world: Tensor | None = None,
-    max_height: int = 64,
-    lr: float = 0.02,
+    max_height: int = 32,
+    lr: float = 0.05,
 ) -> tuple[SGLight, float]:
     """Fit K SGs to an equirectangular HDR map (H, W, C) by gradient descent (note 3).
 
