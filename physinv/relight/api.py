@@ -6,7 +6,7 @@ it; the render is compared with the image on the pixels inside the ground-truth 
 PhySG's per-channel median scale alignment s_c = median(I_c / I^_c) (computed on linear radiance,
 over mask pixels the surface hits; the light/albedo scale is not identifiable). Reported:
 ``psnr`` / ``ssim`` (masked, aligned, per view then averaged; SSIM is the SSIM map averaged over the
-mask), ``psnr_unaligned`` (masked), ``psnr_full_image`` (aligned render over the data's background,
+mask; mask pixels the surface misses show the background, as a render does), ``psnr_unaligned`` (masked), ``psnr_full_image`` (aligned render over the data's background,
 every pixel), ``albedo_psnr`` (aligned, masked, sRGB-encoded like the stored maps) when albedo maps
 exist and ``normal_error_deg`` (mean angle on pixels inside the mask that the surface hits) when
 normal maps exist.
@@ -148,14 +148,14 @@ def evaluate(run: RelightRun, data_dir: str | Path, split: str = "test", lobes: 
         target = views.images[i]
         target_lin = _target_linear(target, rv.linear)
         scale = median_scale(out["rgb"], target_lin, mask & out["hit"])
-        aligned = to_display(out["rgb"] * scale, rv.linear).clamp(0, 1)
-        raw = to_display(out["rgb"], rv.linear).clamp(0, 1)
+        # what a render shows: the surface where rays hit it, the background elsewhere (also inside the mask)
+        hit = out["hit"][..., None].float()
+        aligned = to_display(out["rgb"] * scale, rv.linear).clamp(0, 1) * hit + views.background * (1 - hit)
+        raw = to_display(out["rgb"], rv.linear).clamp(0, 1) * hit + views.background * (1 - hit)
         per["psnr"].append(masked_psnr(aligned, target, mask))
         per["ssim"].append(masked_ssim(aligned, target, mask))
         per["psnr_unaligned"].append(masked_psnr(raw, target, mask))
-        hit = out["hit"][..., None].float()
-        full = aligned * hit + views.background * (1 - hit)
-        per["psnr_full_image"].append(masked_psnr(full, target, torch.ones_like(mask)))
+        per["psnr_full_image"].append(masked_psnr(aligned, target, torch.ones_like(mask)))
         if has_albedo:
             gt_albedo = gt_maps["albedo"][i]
             a_scale = median_scale(out["albedo"], srgb_to_linear(gt_albedo), mask & out["hit"])
