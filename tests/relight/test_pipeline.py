@@ -18,14 +18,9 @@ STEPS = 160
 
 
 @pytest.fixture(scope="module")
-def fitted(tiny_scene, tmp_path_factory):
+def fitted(tiny_scene, tmp_path_factory, one_thread):
     run = tmp_path_factory.mktemp("physg") / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a shared 2-core machine one thread is many times faster for these small ops
-    try:
-        train(tiny_scene, run, RelightConfig(steps=STEPS, **TINY), quiet=True)
-    finally:
-        torch.set_num_threads(threads)
+    train(tiny_scene, run, RelightConfig(steps=STEPS, **TINY), quiet=True)
     return tiny_scene, run
 
 
