@@ -14,6 +14,18 @@ import torch
 
 
 def demo_section(report, work_dir: str | Path, device: torch.device, seed: int = 0) -> dict:
+    """The section; on CPU it runs on one torch thread (restored after): PhySG's many small ops gain
+    little from a second thread and lose many times over when the cores are shared."""
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        return _section(report, work_dir, device, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _section(report, work_dir: str | Path, device: torch.device, seed: int = 0) -> dict:
     from physinv.io.dataset import load_views
     from physinv.io.images import srgb_to_linear
     from physinv.relight.api import evaluate, load_run, median_scale

@@ -22,8 +22,18 @@ Deviations (tests in ``tests/relight``):
 
 1. The light's initial sharpness is drawn from the run's seed (the reference draws it from torch's
    global generator); same distribution.
-2. The SDF network is smaller in the ``small`` preset (width 64, depth 4, skip at 2) so that a fit
-   runs on 2 CPU cores; the ``full`` preset is the reference's (width 256 x 8, skip at 4; albedo 256 x 4).
+2. The SDF network is smaller in the ``small`` preset (width 64, depth 4, skip at 2; 32 secant
+   samples instead of IDR's 100) so that a fit runs on 2 CPU cores; the ``full`` preset is the
+   reference's (width 256 x 8, skip at 4; albedo 256 x 4) — ``tests/relight/test_pipeline.py``.
+3. Images: 8-bit data go through the exact sRGB curve (``io.images.linear_to_srgb``) before the L1
+   loss; PhySG's code uses a clamped gamma 2.2. HDR (.exr/.hdr) images are compared linearly.
+4. Evaluation aligns each channel by the median ratio on *linear* radiance over the mask pixels
+   the surface hits (PhySG: the same median ratio, on its tonemapped images); missed mask pixels
+   show the background, as a render does (``relight.api``).
+5. One illumination: a training split whose frames name several ``light`` s is refused (PhySG's
+   setting; varying light is NeRD's) — ``relight.train``.
+6. Learning rate: Adam, halved at 1/2 and 3/4 of the run (IDR's MultiStepLR milestones, scaled to
+   ``steps``); the mask loss's alpha doubles at 1/8 ... 5/8 of the run (IDR's epochs 250 ... 1250 of 2000).
 """
 
 from __future__ import annotations
