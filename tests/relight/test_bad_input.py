@@ -119,3 +119,13 @@ def test_bad_envmap_to_world(tiny_scene, tmp_path):
 def test_edit_needs_an_edit(tmp_path, cli_error):
     line = cli_error(["relight", "edit", str(tmp_path / "run"), "--out", str(tmp_path / "o")])
     assert line == "physinv: error: relight edit: give at least one of --albedo, --roughness, --specular"
+
+
+def test_unknown_config_key_and_preset(tiny_scene, tmp_path, cli_error):
+    toml = tmp_path / "fit.toml"
+    toml.write_text("lobse = 24\n")
+    line = cli_error(["relight", "fit", str(tiny_scene), "--out", str(tmp_path / "run"), "--config", str(toml), "--device", "cpu"])
+    assert line.startswith(f"physinv: error: {toml}: lobse: unknown key (known keys: albedo_depth")
+    line = cli_error(["relight", "fit", str(tiny_scene), "--out", str(tmp_path / "run"), "--preset", "huge", "--device", "cpu"])
+    assert line == "physinv: error: preset: unknown preset 'huge' (known: full, small)"
+    assert not (tmp_path / "run").exists()
