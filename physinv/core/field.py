@@ -6,6 +6,7 @@ exponent clamped so a large pre-activation cannot blow up the gradient.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -87,4 +88,81 @@ class MLP(nn.Module):
                 h = torch.cat([h, x], -1)
             h = self.hidden_act(layer(h))
         y = self.output_act(self.out(h)) if self.out is not None else h
+        return (y, h) if return_hidden else y
+
+
+# ----------------------------------------------------------------------------------------------
+# signed-distance networks (IDR / PhySG)
+
+
+class SoftplusBeta(nn.Module):
+    """Softplus(beta) = log(1 + exp(beta x)) / beta: a smooth ReLU (IDR and PhySG use beta = 100) whose
+    second derivative exists, so the eikonal loss on grad f can be trained."""
+
+    def __init__(self, beta: float = 100.0):
+        super().__init__()
+        self.beta = float(beta)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.softplus(x, beta=self.beta)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta:g}"
+
+
+@torch.no_grad()
+def geometric_init_(mlp: MLP, radius: float = 1.0, raw_dims: int = 3) -> MLP:
+    """Geometric initialisation (Atzmon & Lipman's SAL, as IDR uses it) so that ``mlp(x) ~ |x| - radius``:
+    a signed distance to a sphere, negative inside. Hidden weights ~ N(0, 2 / width); the encoded
+    (non-raw) inputs get zero weights in the first layer and in every skip layer, so at init the
+    network sees only the first ``raw_dims`` input columns (the raw position); the output layer has
+    weights ~ N(sqrt(pi / width), 1e-4) and bias -radius. ``mlp.out_dim`` must be >= 1; extra
+    outputs (features) start like the first. Modifies and returns ``mlp``.
+    """
+    for i, layer in enumerate(mlp.hidden):
+        out_dim = layer.weight.shape[0]
+        nn.init.normal_(layer.weight, 0.0, math.sqrt(2.0) / math.sqrt(out_dim))
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+        if i == 0:
+            layer.weight[:, raw_dims:] = 0.0
+        elif i in mlp.skips and mlp.in_dim > raw_dims:
+            layer.weight[:, -(mlp.in_dim - raw_dims):] = 0.0
+    last = mlp.out
+    width = last.weight.shape[1]
+    nn.init.normal_(last.weight, math.sqrt(math.pi) / math.sqrt(width), 1e-4)
+    if last.bias is not None:
+        nn.init.constant_(last.bias, -radius)
+    return mlp
+
+
+class SDFMLP(MLP):
+    """IDR's SDF network: an :class:`MLP` with Softplus(beta) hidden activations whose skip layers see
+    ``cat(h, x) / sqrt(2)`` (keeping the activations' variance, which the geometric init assumes),
+    initialised by :func:`geometric_init_` to the SDF of a sphere of ``radius``.
+    Output 0 is the signed distance; further outputs are features (PhySG feeds none on)."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int = 1,
+        width: int = 256,
+        depth: int = 8,
+        skips: Sequence[int] = (4,),
+        radius: float = 1.0,
+        beta: float = 100.0,
+        raw_dims: int = 3,
+    ):
+        super().__init__(in_dim, out_dim, width=width, depth=depth, skips=skips, hidden_activation="none")
+        self.hidden_act = SoftplusBeta(beta)
+        geometric_init_(self, radius=radius, raw_dims=raw_dims)
+
+    def forward(self, x: Tensor, return_hidden: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """x: (N, in_dim) -> (N, out_dim) (and the last hidden activation (N, width))."""
+        h = x
+        for i, layer in enumerate(self.hidden):
+            if i in self.skips and i > 0:
+                h = torch.cat([h, x], -1) / math.sqrt(2.0)
+            h = self.hidden_act(layer(h))
+        y = self.out(h)
         return (y, h) if return_hidden else y

@@ -16,7 +16,7 @@ import torch
 
 from physinv.errors import PhysinvError, input_error
 from physinv.io.images import composite, load_npy, read_image, read_labels
-from physinv.io.transforms import read_transforms, split_path
+from physinv.io.transforms import light_file, read_transforms, split_path
 
 MAP_KINDS = ("depth", "normal", "albedo", "instance", "mask")
 
@@ -34,7 +34,9 @@ class ViewSet:
     as stored (physinv.synth writes sRGB-encoded base colour; see ``io.images.srgb_to_linear``),
     ``instance`` (N, H, W) int64 (0 = background), ``mask`` (N, H, W) float32 (nerfstudio masks,
     1 = use the pixel); source: the transforms file; lights: per-view ``light`` names or None;
-    frames_extras: the per-frame extras as read.
+    envmaps: the top-level ``envmaps`` as {name: absolute path}; frames_extras: the per-frame
+    extras as read; envmap_to_world: (3, 3) rotation of the env maps' local frame (Mitsuba's
+    equirectangular convention) into the world, identity when the data set has none.
     """
 
     images: torch.Tensor
@@ -50,6 +52,7 @@ class ViewSet:
     lights: list[str | None] = field(default_factory=list)
     envmaps: dict[str, Path] = field(default_factory=dict)
     frames_extras: list[dict] = field(default_factory=list)
+    envmap_to_world: torch.Tensor = field(default_factory=lambda: torch.eye(3))
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -60,8 +63,23 @@ class ViewSet:
         return ViewSet(
             mv(self.images), mv(self.alpha), mv(self.c2w), mv(self.intrinsics), self.width, self.height,
             mv(self.background), mv(self.aabb), {k: mv(v) for k, v in self.maps.items()}, self.source,
-            list(self.lights), dict(self.envmaps), list(self.frames_extras),
+            list(self.lights), dict(self.envmaps), list(self.frames_extras), self.envmap_to_world.to(device),
         )
+
+    def light_path(self, index: int) -> Path:
+        """The environment map file of view ``index``'s ``light``: an ``envmaps`` entry, else a path
+        relative to the data folder. A view without ``light`` or a name with no map is a ``PhysinvError``."""
+        light = self.lights[index] if index < len(self.lights) else None
+        where = f"frames[{index}].light"
+        if light is None:
+            raise input_error(self.source.name, where, "missing (this command needs each frame's environment map)")
+        if light in self.envmaps:
+            return Path(self.envmaps[light])
+        path = light_file(self.source.parent, light)
+        if not path.is_file():
+            known = f" (envmaps: {', '.join(sorted(self.envmaps))})" if self.envmaps else ""
+            raise input_error(self.source.name, where, f"'{light}' names no map: not an envmaps entry{known} and no file {path}")
+        return path
 
 
 def _check_size(array: np.ndarray, path: Path, width: int, height: int, reference: Path) -> None:
@@ -161,4 +179,5 @@ def load_views(
         lights=[f.extras.get("light") for f in transforms.frames],
         envmaps=envmaps,
         frames_extras=[dict(f.extras) for f in transforms.frames],
+        envmap_to_world=torch.as_tensor(transforms.extras.get("envmap_to_world", np.eye(3)), dtype=torch.float32).to(device),
     )

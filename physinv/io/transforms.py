@@ -64,12 +64,19 @@ class Frame:
 class Transforms:
     """A parsed ``transforms.json``: its path, frames, and top-level extras
     (``aabb_scale``, ``aabb`` [[x,y,z],[x,y,z]], ``envmaps`` (list of dicts whose ``file_path`` is an
-    absolute Path), ``background`` [r,g,b], ``objects`` (physinv.synth: [{id, name, mesh (absolute Path),
+    absolute Path), ``envmap_to_world`` ((3, 3) float64 rotation of the maps' local frame, Mitsuba's
+    equirectangular convention, into the world), ``background`` [r,g,b], ``objects`` (physinv.synth: [{id, name, mesh (absolute Path),
     material}]), ``dialect`` (as detected on read), and any other key)."""
 
     path: Path
     frames: list[Frame]
     extras: dict = field(default_factory=dict)
+
+
+def light_file(base: Path, light: str) -> Path:
+    """The path a frame's ``light`` names when it is not an ``envmaps`` entry: relative to the data folder."""
+    p = Path(light)
+    return Path(os.path.normpath(p if p.is_absolute() else Path(base) / p))
 
 
 def split_path(data_dir: str | Path, split: str) -> Path:
@@ -245,8 +252,9 @@ def read_transforms(path: str | Path) -> Transforms:
     _check_top_extras(extras, name, base)
     names = {e["name"] for e in extras.get("envmaps", [])}
     for i, f in enumerate(frames):
-        if "light" in f.extras and names and f.extras["light"] not in names:
-            raise input_error(name, f"frames[{i}].light", f"'{f.extras['light']}' is not in envmaps ({', '.join(sorted(names))})")
+        light = f.extras.get("light")
+        if light is not None and names and light not in names and not light_file(base, light).is_file():
+            raise input_error(name, f"frames[{i}].light", f"'{light}' is not in envmaps ({', '.join(sorted(names))}) nor an .exr/.hdr file in {base}")
     return Transforms(path=path, frames=frames, extras=extras)
 
 
@@ -264,6 +272,17 @@ def _check_top_extras(extras: dict, name: str, base: Path) -> None:
             raise input_error(name, "background", "expected [r, g, b] in [0, 1]")
     if "aabb_scale" in extras:
         _number(extras["aabb_scale"], "aabb_scale", name, positive=True)
+    if "envmap_to_world" in extras:
+        try:
+            m = np.asarray(extras["envmap_to_world"], dtype=np.float64)
+        except (TypeError, ValueError):
+            m = np.zeros(0)
+        if m.shape not in ((3, 3), (4, 4)) or not np.all(np.isfinite(m)):
+            raise input_error(name, "envmap_to_world", "expected a 3x3 or 4x4 matrix (the env maps' local frame to world)")
+        rot = m[:3, :3]
+        if np.abs(rot @ rot.T - np.eye(3)).max() > 1e-4:
+            raise input_error(name, "envmap_to_world", "its 3x3 part must be a rotation (orthonormal rows)")
+        extras["envmap_to_world"] = rot
     if "envmaps" in extras:
         envmaps = extras["envmaps"]
         if not isinstance(envmaps, list):

@@ -3,7 +3,8 @@
 :func:`synthesize` writes, under ``out_dir``::
 
     transforms_train.json, transforms_test.json   Blender dialect (+ w, h) with extras:
-        top level: aabb, background, envmaps [{name, file_path, type, params}], objects
+        top level: aabb, background, envmaps [{name, file_path, type, params}], envmap_to_world
+                   (4x4: the maps' local frame, Mitsuba's equirectangular convention, to world), objects
                    [{id, name, shape, mesh, material}], albedo_encoding, depth_background, variant
         per frame: albedo_path, normal_path, depth_path, instance_path, light
     transforms_relight.json        (with ``test_light``) the test cameras under the second light
@@ -12,7 +13,7 @@
     train/r_000_normal.npy          float32 (H, W, 3) world-space unit shading normals (0 on background)
     train/r_000_depth.npy           float32 (H, W) distance along the unit pixel-centre ray (0 on background)
     train/r_000_instance.png        uint16 (H, W): 0 background, k = objects[k-1]
-    envmaps/<name>.exr              equirectangular, convention of physinv.synth.sky
+    envmaps/<name>.exr              equirectangular (Mitsuba's convention, rotated by envmap_to_world)
     meshes/<object>.ply, meshes/scene.ply   ground-truth geometry in world space
     scene.json                      the resolved scene (objects, materials, lights, cameras)
 
@@ -378,7 +379,7 @@ def synthesize_with_info(
         ],
         "albedo_encoding": "srgb",
         "depth_background": 0.0,
-        "envmap_convention": "physinv.synth.sky: row 0 = +z (up), d = (-sin t cos p, sin t sin p, cos t)",
+        "envmap_to_world": envmap_to_world().tolist(),
         "renderer": f"mitsuba {mi.__version__} {variant}",
     }
     seed_base = int(seed) * 1_000_003

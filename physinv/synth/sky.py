@@ -1,15 +1,17 @@
-"""Procedural sky + sun environment maps and the equirectangular convention physinv uses.
+"""Procedural sky + sun environment maps.
 
-Convention (world +z is up; the same one Mitsuba sees through :func:`envmap_to_world`): pixel
-(row v, column u) of an H x W map holds the radiance arriving *from* direction
+Maps are equirectangular in Mitsuba 3's convention (see :mod:`physinv.core.sg`) in the map's local
+frame, rotated into physinv's world (+z up) by :func:`envmap_to_world`, which ``synth`` writes into
+every data set as the top-level ``envmap_to_world``. With it, pixel (row v, column u) of an H x W
+map holds the radiance arriving *from* world direction
 
     theta = pi * (v + 0.5) / H          (polar angle from +z)
     phi   = 2 pi * (u + 0.5) / W
     d     = (-sin(theta) cos(phi), sin(theta) sin(phi), cos(theta))
 
 so row 0 is the zenith, the middle row the horizon, and the centre column looks along +x.
-The sun is a spherical-Gaussian lobe ``intensity * exp(sharpness * (cos(gamma) - 1))`` (gamma: the
-angle to the sun), so SG-based relighting methods can represent it exactly.
+The sun is one spherical-Gaussian lobe (evaluated by :func:`physinv.core.sg.evaluate`, the
+project's one SG evaluator), so SG-based relighting methods can represent it exactly.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import torch
+
+from physinv.core import sg
 
 
 @dataclass
@@ -40,19 +45,14 @@ class SkyParams:
 
 
 def equirect_directions(height: int, width: int) -> np.ndarray:
-    """(H, W, 3) unit directions of the pixel centres of an equirectangular map (convention above)."""
-    theta = np.pi * (np.arange(height) + 0.5) / height
-    phi = 2.0 * np.pi * (np.arange(width) + 0.5) / width
-    st, ct = np.sin(theta)[:, None], np.cos(theta)[:, None]
-    return np.stack(np.broadcast_arrays(-st * np.cos(phi)[None], st * np.sin(phi)[None], ct), -1)
+    """(H, W, 3) float64 world unit directions of the pixel centres of a sky map (convention above)."""
+    return sg.equirect_directions(height, width, torch.as_tensor(envmap_to_world()), dtype=torch.float64).numpy()
 
 
 def direction_to_equirect(directions: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Unit directions (..., 3) -> continuous pixel positions (..., 2) as (u, v) (pixel centres at +0.5)."""
-    d = np.asarray(directions, dtype=np.float64)
-    theta = np.arccos(np.clip(d[..., 2], -1.0, 1.0))
-    phi = np.mod(np.arctan2(d[..., 1], -d[..., 0]), 2 * np.pi)
-    return np.stack([phi / (2 * np.pi) * width, theta / np.pi * height], -1)
+    """World unit directions (..., 3) -> continuous pixel positions (..., 2) as (u, v) (pixel centres at +0.5)."""
+    d = torch.as_tensor(np.asarray(directions, dtype=np.float64))
+    return sg.direction_to_equirect(d, height, width, torch.as_tensor(envmap_to_world())).numpy()
 
 
 def sun_direction(params: SkyParams) -> np.ndarray:
@@ -73,8 +73,12 @@ def sky_radiance(directions: np.ndarray, params: SkyParams) -> np.ndarray:
     g = np.clip(-up / 0.05, 0.0, 1.0)
     radiance = sky * (1 - g) + gnd * g
     sharpness = 1.0 / max(1.0 - math.cos(math.radians(params.sun_size_deg)), 1e-8)
-    cos_gamma = d @ sun_direction(params)
-    sun = params.sun_intensity * np.asarray(params.sun_colour, dtype=np.float64) * np.exp(sharpness * (cos_gamma[..., None] - 1.0))
+    sun = sg.evaluate(
+        torch.as_tensor(d),
+        torch.as_tensor(sun_direction(params)),
+        torch.tensor([sharpness], dtype=torch.float64),
+        params.sun_intensity * torch.as_tensor(params.sun_colour, dtype=torch.float64),
+    ).numpy()
     return (params.intensity * (radiance + sun)).astype(np.float32)
 
 
@@ -103,7 +107,8 @@ def light_variations(k: int, base: SkyParams) -> list[SkyParams]:
 
 
 def envmap_to_world() -> np.ndarray:
-    """(4, 4) Mitsuba ``to_world`` of the ``envmap`` emitter that realises this module's convention.
+    """(4, 4) rotation from the map's local frame (Mitsuba's convention) to physinv's world (+z up);
+    the ``to_world`` of Mitsuba's ``envmap`` emitter and a data set's top-level ``envmap_to_world``.
 
     Mitsuba looks up local direction v at u = atan2(v.x, -v.z) / 2pi, v = acos(v.y) / pi; mapping
     local (x, y, z) to world (y, z, x) makes that u = atan2(d_y, -d_x) / 2pi and v = acos(d_z) / pi.
