@@ -2,11 +2,12 @@
 
 Trains ``ngp`` for ``--warm-steps`` steps on the scene (the samples per ray settle as the grid
 learns the empty space), then times ``--repeat`` steps phase by phase at the same rays and
-samples for each hash-grid backend, in one process (so their ratio is measured on one machine in
+samples for each hash-grid backend and Adam implementation (by default the state before the fused
+kernel, PyTorch encoding + default Adam, and after it, fused kernel + fused Adam), in one process (so their ratio is measured on one machine in
 one run). Prints one JSON object.
 
     python benchmarks/nerf_step_profile.py --threads 2                  # built-in scene, 64x64
-    python benchmarks/nerf_step_profile.py --backends torch,fused --warm-steps 400
+    python benchmarks/nerf_step_profile.py --backends torch/fused-adam,fused/fused-adam --warm-steps 400
 """
 
 from __future__ import annotations
@@ -34,13 +35,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def profile_steps(run_dir: Path, data: Path, backend: str, repeat: int, device: torch.device, seed: int = 0) -> dict:
-    """Median milliseconds per phase of ``repeat`` training steps of the run's model with ``backend``."""
+def profile_steps(run_dir: Path, data: Path, backend: str, repeat: int, device: torch.device, seed: int = 0, fused_adam: bool = True) -> dict:
+    """Median milliseconds per phase of ``repeat`` training steps of the run's model with the hash-grid
+    ``backend``, and PyTorch's fused Adam or (``fused_adam=False``) its default implementation."""
     run = load_run(run_dir, device)
     model = run.model
     model.field.encoding.backend = backend
     model.train()
     optimizer = build_optimizer(model, run.config)
+    for group in optimizer.param_groups:
+        group["fused"] = fused_adam or None
     views = load_views(data, "train", device=device)
     gen = torch.Generator(device=device).manual_seed(seed)
     batches = [sample_rays(views, run.config.batch_rays, gen) for _ in range(repeat)]
@@ -76,7 +80,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=None, help="data folder (default: synthesize the built-in scene)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "physinv_nerf_profile")
-    ap.add_argument("--backends", default="torch,fused", help="hash-grid backends to time, in this order")
+    ap.add_argument("--backends", default="torch/default-adam,fused/fused-adam", help="hash-grid backend / Adam (fused-adam or default-adam) pairs to time, in this order")
     ap.add_argument("--warm-steps", type=int, default=400)
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--threads", type=int, default=0)
@@ -96,8 +100,9 @@ def main(argv=None) -> dict:
     shutil.rmtree(run, ignore_errors=True)
     train(data, run, NerfConfig(method="ngp", steps=args.warm_steps, eval_every=10**7, checkpoint_every=10**7), device=device, quiet=True)
     result = {"device": str(device), "torch_threads": torch.get_num_threads(), "warm_steps": args.warm_steps, "backends": {}}
-    for backend in args.backends.split(","):
-        result["backends"][backend] = profile_steps(run, data, backend, args.repeat, device)
+    for variant in args.backends.split(","):
+        backend, _, adam = variant.partition("/")
+        result["backends"][variant] = profile_steps(run, data, backend, args.repeat, device, fused_adam=adam != "default-adam")
     names = list(result["backends"])
     if len(names) == 2:
         a, b = (result["backends"][n]["ms"] for n in names)

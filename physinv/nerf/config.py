@@ -108,8 +108,8 @@ class NerfConfig:
 
 _METHOD_DEFAULTS = {
     "nerf": {"lr": 5e-4, "lr_decay_steps": 250_000, "lr_schedule": "steps", "precrop_steps": 500},
-    "ngp": {"lr": 1e-2, "lr_decay_steps": 30_000, "lr_schedule": "steps", "sparse_grad": False, "mlp_weight_decay": 1e-6, "precrop_steps": 0},
-    "plain": {"lr": 1e-2, "lr_decay_steps": 30_000, "lr_schedule": "steps", "sparse_grad": False, "mlp_weight_decay": 0.0, "precrop_steps": 0},
+    "ngp": {"lr": 1e-2, "lr_decay_steps": 30_000, "lr_schedule": "run", "sparse_grad": False, "mlp_weight_decay": 1e-6, "precrop_steps": 0},
+    "plain": {"lr": 1e-2, "lr_decay_steps": 30_000, "lr_schedule": "run", "sparse_grad": False, "mlp_weight_decay": 0.0, "precrop_steps": 0},
 }
 
 

@@ -153,16 +153,32 @@ def _fused_kernel_built() -> bool:
     ],
     ids=["reference-encoding", "fused-kernel", "instant-ngp-sparse-adam"],
 )
-def test_resume_continues_the_same_run(tiny_scene, tmp_path, variant, TINY):
+def test_resume_continues_the_same_run(tiny_scene, tmp_path, variant, TINY, monkeypatch):
+    """A run interrupted (SIGINT) after 21 of its 40 steps and run again ends with the very weights
+    of the uninterrupted run: model, optimiser, schedule and random state all resume."""
+    import os
+    import signal
+
+    from physinv.nerf.models import HashGridNerf
+
     torch.set_num_threads(1)
     cfg = dict(TINY, checkpoint_every=10, eval_every=1000, batch_rays=64, **variant)
     straight = tmp_path / "straight"
     train(tiny_scene, straight, NerfConfig(method="ngp", steps=40, **cfg), quiet=True)
     split = tmp_path / "split"
-    first = train(tiny_scene, split, NerfConfig(method="ngp", steps=20, **cfg), quiet=True)
-    assert first.fit.step == 20
+    update = HashGridNerf.update
+
+    def interrupted_at_20(self, step):
+        if step == 20:
+            os.kill(os.getpid(), signal.SIGINT)  # as a user's Ctrl-C: the step finishes, a checkpoint is written
+        update(self, step)
+
+    monkeypatch.setattr(HashGridNerf, "update", interrupted_at_20)
+    first = train(tiny_scene, split, NerfConfig(method="ngp", steps=40, **cfg), quiet=True)
+    assert first.fit.stopped_by == "interrupt" and first.fit.step == 21
+    monkeypatch.setattr(HashGridNerf, "update", update)
     again = train(tiny_scene, split, NerfConfig(method="ngp", steps=40, **cfg), quiet=True)
-    assert again.fit.resumed_from == 20 and again.fit.step == 40
+    assert again.fit.resumed_from == 21 and again.fit.step == 40
     steps = [r["step"] for r in _log(split) if not r.get("eval")]
     assert steps == sorted(steps) and steps[-1] == 40
     a, b = load_run(straight).model.state_dict(), load_run(split).model.state_dict()
