@@ -45,8 +45,9 @@ Deviations from ArcSim / the paper, each decided by a test in ``tests/sft/test_c
 5. Rest state: the template itself (per-face rest frames, rest dihedral angles), so a template
    that is not flat is at rest; ArcSim starts from a flat material space.
 6. Gradients: autograd through a dense ``torch.linalg.solve`` (``solver="dense"``), or an adjoint
-   preconditioned conjugate-gradient solve on the sparse matrix (``solver="cg"``, any device; the
-   backward pass solves the same SPD system), tested against each other (``test_cg_matches_dense``).
+   sparse solve whose backward pass solves the same symmetric system: SciPy's sparse LU
+   (``solver="sparse"``, CPU) or preconditioned conjugate gradients (``solver="cg"``, any device;
+   slow for stiff fabrics), tested against the dense path (``test_sparse_solvers_match_dense``).
 """
 
 from __future__ import annotations
@@ -451,15 +452,44 @@ class _SparseSolve(torch.autograd.Function):
         return -lam[rows] * x[cols], -lam * x, lam, None, None, None, None
 
 
+class _ScipySolve(torch.autograd.Function):
+    """x = A⁻¹ b by a sparse LU factorisation (SciPy SuperLU, on the CPU: the values are copied to
+    host memory and the result back to the caller's device); the backward pass reuses the factors."""
+
+    @staticmethod
+    def forward(ctx, vals, diag, b, rows, cols):
+        import scipy.sparse as sp
+        from scipy.sparse.linalg import splu
+
+        n = b.shape[0]
+        r = torch.cat([rows, torch.arange(n, device=rows.device)]).cpu().numpy()
+        c = torch.cat([cols, torch.arange(n, device=cols.device)]).cpu().numpy()
+        v = torch.cat([vals.detach(), diag.detach()]).cpu().numpy()
+        lu = splu(sp.csc_matrix((v, (r, c)), shape=(n, n)))
+        x = torch.from_numpy(lu.solve(b.detach().cpu().numpy())).to(b)
+        ctx.lu = lu
+        ctx.save_for_backward(x, rows, cols)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad_x):
+        x, rows, cols = ctx.saved_tensors
+        lam = torch.from_numpy(ctx.lu.solve(grad_x.detach().cpu().numpy())).to(grad_x)  # Aᵀ = A
+        return -lam[rows] * x[cols], -lam * x, lam, None, None
+
+
 def solve_system(rows: Tensor, cols: Tensor, vals: Tensor, diag: Tensor, b: Tensor, solver: str = "dense", tol: float = 1e-10, max_iter: int = 2000) -> Tensor:
     """Solve (diag(d) + COO) x = b, differentiably; ``solver`` = "dense" (autograd through
-    ``torch.linalg.solve``) or "cg" (adjoint conjugate gradients)."""
+    ``torch.linalg.solve``), "sparse" (SciPy sparse LU with an adjoint backward; CPU) or "cg"
+    (adjoint Jacobi-preconditioned conjugate gradients, on any device)."""
+    if solver == "sparse":
+        return _ScipySolve.apply(vals, diag, b, rows, cols)
     if solver == "dense":
         A = torch.diag_embed(diag).index_put((rows, cols), vals, accumulate=True)
         return torch.linalg.solve(A, b)
     if solver == "cg":
         return _SparseSolve.apply(vals, diag, b, rows, cols, tol, max_iter)
-    raise PhysinvError(f"cloth: unknown solver '{solver}' (dense, cg)")
+    raise PhysinvError(f"cloth: unknown solver '{solver}' (dense, sparse, cg)")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -246,17 +246,18 @@ def test_gradients_match_finite_differences(which):
     assert math.isclose(analytic, fd, rel_tol=1e-5, abs_tol=1e-9 * abs(fd) + 1e-12)
 
 
-def test_cg_matches_dense():
-    """Deviation 6: the adjoint conjugate-gradient path gives the same positions and gradients."""
+def test_sparse_solvers_match_dense():
+    """Deviation 6: the adjoint sparse-LU and conjugate-gradient paths give the same positions and gradients."""
     grads = {}
-    for solver in ("dense", "cg"):
+    for solver in ("dense", "sparse", "cg"):
         loss, params = _loss_fn(solver)
         p = [q.clone().requires_grad_(True) for q in params]
         value = loss(*p)
         grads[solver] = (float(value.detach()), torch.autograd.grad(value, p))
-    assert math.isclose(grads["dense"][0], grads["cg"][0], rel_tol=1e-9)
-    for a, b in zip(grads["dense"][1], grads["cg"][1]):
-        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-9 * float(a.abs().max()))
+    for solver in ("sparse", "cg"):
+        assert math.isclose(grads["dense"][0], grads[solver][0], rel_tol=1e-9)
+        for a, b in zip(grads["dense"][1], grads[solver][1]):
+            torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-9 * float(a.abs().max()))
 
 
 def test_bad_templates_raise():
