@@ -19,7 +19,7 @@ perspective-correct UV (barycentrics clamped onto the triangle outside it, as So
 ``hard=True`` is the limit σ, γ → 0: binary coverage of the pixel centre and a z-buffer; it is
 what is compared with Mitsuba 3 in the tests.
 
-Memory: pixels are visited per 16×16 tile and only the (triangle, tile) pairs whose bounding box,
+Memory: pixels are visited per square tile (4, 8 or 16 px) and only the (triangle, tile) pairs whose bounding box,
 grown by the distance at which D falls below ``1e-6``, overlaps the tile are evaluated, in chunks;
 only entries with non-negligible coverage are kept for aggregation. Memory is therefore
 O(Σ triangle footprints), not O(pixels × triangles).
@@ -64,17 +64,22 @@ def _segment_dist2(p: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return ((p - q) ** 2).sum(-1)
 
 
-def _pairs(tri_px: Tensor, margin: float, width: int, height: int, tile: int) -> tuple[Tensor, Tensor]:
-    """(triangle, tile) pairs whose grown bounding box meets the tile: (P,) triangle ids, (P,) tile ids."""
+def _pairs(tri_px: Tensor, band: Tensor, margin: float, width: int, height: int, tile: int) -> tuple[Tensor, Tensor]:
+    """(triangle, tile) pairs whose grown bounding box meets the tile: (P,) triangle ids, (P,) tile ids.
+
+    The image is a stack of frames of ``height`` rows; triangle i belongs to frame ``band[i]``
+    (rows band·height .. band·height + height − 1) and never reaches into another frame.
+    """
     lo = tri_px.min(1).values - margin
     hi = tri_px.max(1).values + margin
-    ntx, nty = math.ceil(width / tile), math.ceil(height / tile)
+    row0 = (band * height).to(tri_px.dtype)
+    row1 = row0 + (height - 1)
     # pixel centre j lies in tile j // tile; the box covers centres ceil(lo) .. floor(hi)
     tx0 = torch.ceil(lo[:, 0]).clamp(0, width - 1).long() // tile
     tx1 = torch.floor(hi[:, 0]).clamp(0, width - 1).long() // tile
-    ty0 = torch.ceil(lo[:, 1]).clamp(0, height - 1).long() // tile
-    ty1 = torch.floor(hi[:, 1]).clamp(0, height - 1).long() // tile
-    visible = (hi[:, 0] >= 0) & (lo[:, 0] <= width - 1) & (hi[:, 1] >= 0) & (lo[:, 1] <= height - 1)
+    ty0 = torch.maximum(torch.minimum(torch.ceil(lo[:, 1]), row1), row0).long() // tile
+    ty1 = torch.maximum(torch.minimum(torch.floor(hi[:, 1]), row1), row0).long() // tile
+    visible = (hi[:, 0] >= 0) & (lo[:, 0] <= width - 1) & (hi[:, 1] >= row0) & (lo[:, 1] <= row1)
     nx = (tx1 - tx0 + 1).clamp_min(0)
     ny = (ty1 - ty0 + 1).clamp_min(0)
     counts = torch.where(visible, nx * ny, torch.zeros_like(nx))
@@ -85,7 +90,6 @@ def _pairs(tri_px: Tensor, margin: float, width: int, height: int, tile: int) ->
     local = torch.arange(tri.numel(), device=tri_px.device) - start[tri]
     tx = tx0[tri] + local % nx[tri]
     ty = ty0[tri] + local // nx[tri]
-    del ntx
     return tri, ty * math.ceil(width / tile) + tx
 
 
@@ -106,37 +110,53 @@ def rasterize(
     background: Tensor | tuple[float, float, float] = (0.0, 0.0, 0.0),
     near: float = 0.05,
     far: float = 100.0,
-    tile: int = 16,
-    chunk_pairs: int = 2048,
+    tile: int | None = None,
+    chunk_pairs: int = 4096,
 ) -> RasterOutput:
     """Render a triangle mesh: silhouette, depth and (with ``texture`` + ``uvs`` or ``vertex_colors``) colour.
 
-    vertices (V, 3) world [m]; faces (F, 3); world_to_camera (4, 4) OpenCV; intrinsics (4,) (fx, fy,
+    vertices (V, 3) world [m], or (B, V, 3) for B poses of the same mesh rendered in one pass
+    (outputs then have a leading B); faces (F, 3); world_to_camera (4, 4) OpenCV; intrinsics (4,) (fx, fy,
     cx, cy) with pixel centres at integers; uvs (V, 2) or (F, 3, 2) with v up (OBJ convention:
     v = 0 is the texture's bottom row); texture (Ht, Wt, C) in [0, 1]; vertex_colors (V, C);
     sigma [px²] and gamma as in SoftRas; near/far [m] for the inverse-depth normalisation (triangles
-    with a vertex closer than ``near`` are culled). Differentiable w.r.t. vertices, texture, colours.
+    with a vertex closer than ``near`` are culled); tile: tile side in px (None: 4, 8 or 16 from the
+    median triangle size); chunk_pairs: (triangle, tile) pairs evaluated at once (bounds memory). Differentiable w.r.t. vertices, texture, colours.
     """
     device, dtype = vertices.device, vertices.dtype
+    batched = vertices.dim() == 3
+    verts = vertices if batched else vertices[None]
+    B, V = verts.shape[:2]
     faces = faces.long()
-    px, z = project(vertices, world_to_camera, intrinsics)
-    keep = (z[faces] > near).all(-1)
+    nf = faces.shape[0]
+    px, z = project(verts.reshape(-1, 3), world_to_camera, intrinsics)
+    # frames are stacked vertically into one (B·H, W) image
+    px = px + torch.stack([torch.zeros_like(z), (torch.arange(B, device=device).repeat_interleave(V) * height).to(dtype)], -1)
+    all_faces = (faces[None] + (torch.arange(B, device=device) * V)[:, None, None]).reshape(-1, 3)
+    keep = (z[all_faces] > near).all(-1)
     face_ids = torch.nonzero(keep).squeeze(-1)
-    tri_px, tri_z = px[faces[face_ids]], z[faces[face_ids]]  # (F', 3, 2), (F', 3)
+    tri_px, tri_z = px[all_faces[face_ids]], z[all_faces[face_ids]]  # (F', 3, 2), (F', 3)
     area2 = _cross2(tri_px[:, 1] - tri_px[:, 0], tri_px[:, 2] - tri_px[:, 0])
     ok = area2.detach().abs() > 1e-12
     face_ids, tri_px, tri_z, area2 = face_ids[ok], tri_px[ok], tri_z[ok], area2[ok]
+    band = face_ids // nf  # frame of each triangle
 
     with_colour = texture is not None or vertex_colors is not None
     if texture is not None and uvs is None:
         raise ValueError("rasterize: a texture needs uvs")
     corner_uv = None
     if texture is not None:
-        corner_uv = (uvs[faces] if uvs.dim() == 2 else uvs)[face_ids].to(dtype)  # (F', 3, 2)
-    corner_col = vertex_colors[faces[face_ids]] if vertex_colors is not None else None
+        corner_uv = (uvs[faces] if uvs.dim() == 2 else uvs).to(dtype)[face_ids % nf]  # (F', 3, 2)
+    corner_col = None
+    if vertex_colors is not None:
+        cols_v = vertex_colors if vertex_colors.dim() == 3 else vertex_colors[None].expand(B, -1, -1)
+        corner_col = cols_v.reshape(B * V, -1)[all_faces[face_ids]]
 
     margin = 0.0 if hard else math.sqrt(sigma * math.log(1.0 / COVERAGE_FLOOR))
-    tri, tiles = _pairs(tri_px.detach(), margin, width, height, tile)
+    if tile is None:  # tiles about the size of a typical triangle's grown box waste the fewest pixel tests
+        extent = float((tri_px.detach().amax(1) - tri_px.detach().amin(1)).amax(-1).median()) + 2 * margin if len(tri_px) else 16.0
+        tile = 4 if extent < 8 else 8 if extent < 20 else 16
+    tri, tiles = _pairs(tri_px.detach(), band, margin, width, height, tile)
     ntx = math.ceil(width / tile)
     oy, ox = torch.meshgrid(torch.arange(tile, device=device), torch.arange(tile, device=device), indexing="ij")
     offs = torch.stack([ox.reshape(-1), oy.reshape(-1)], -1)  # (T², 2)
@@ -146,7 +166,8 @@ def rasterize(
         t_ids, tl = tri[s : s + chunk_pairs], tiles[s : s + chunk_pairs]
         base = torch.stack([tl % ntx, tl // ntx], -1) * tile
         pix = base[:, None, :] + offs[None]  # (P, T², 2) integer pixel coordinates
-        in_img = (pix[..., 0] < width) & (pix[..., 1] < height)
+        row0 = (band[t_ids] * height)[:, None]
+        in_img = (pix[..., 0] < width) & (pix[..., 1] >= row0) & (pix[..., 1] < row0 + height)
         p = pix.to(dtype)
         a, b, c = (tri_px[t_ids, k][:, None, :] for k in range(3))
         l0 = _cross2(b - p, c - p) / area2[t_ids, None]
@@ -182,11 +203,12 @@ def rasterize(
         elif corner_col is not None:
             col_l.append((persp[:, :, None] * corner_col[fid].to(dtype)).sum(1))
 
-    npix = width * height
+    npix = width * height * B
     bg = torch.as_tensor(background, dtype=dtype, device=device)
+    shape = (B, height, width) if batched else (height, width)
     if not pix_l:
-        alpha = torch.zeros(height, width, dtype=dtype, device=device)
-        rgb = bg.expand(height, width, -1).clone() if with_colour else None
+        alpha = torch.zeros(shape, dtype=dtype, device=device)
+        rgb = bg.expand(*shape, -1).clone() if with_colour else None
         return RasterOutput(rgb, alpha, torch.zeros_like(alpha))
     pix_all, zi, depth = torch.cat(pix_l), torch.cat(zi_l), torch.cat(depth_l)
     cols = torch.cat(col_l) if col_l else None
@@ -203,8 +225,8 @@ def rasterize(
         rgb = None
         if with_colour:
             img = bg.expand(npix, -1).clone().index_put((pix_all[chosen],), cols[chosen])
-            rgb = img.reshape(height, width, -1)
-        return RasterOutput(rgb, covered.reshape(height, width), dmap.reshape(height, width))
+            rgb = img.reshape(*shape, -1)
+        return RasterOutput(rgb, covered.reshape(shape), dmap.reshape(shape))
 
     log_not = torch.zeros(npix, dtype=dtype, device=device).index_add(0, pix_all, torch.cat(logn_l))
     alpha = 1.0 - torch.exp(log_not)
@@ -218,8 +240,8 @@ def rasterize(
     rgb = None
     if with_colour:
         num = torch.zeros(npix, cols.shape[-1], dtype=dtype, device=device).index_add(0, pix_all, w[:, None] * cols)
-        rgb = ((num + w_bg[:, None] * bg) / denom[:, None]).reshape(height, width, -1)
-    return RasterOutput(rgb, alpha.reshape(height, width), dmap.reshape(height, width))
+        rgb = ((num + w_bg[:, None] * bg) / denom[:, None]).reshape(*shape, -1)
+    return RasterOutput(rgb, alpha.reshape(shape), dmap.reshape(shape))
 
 
 def _sample_texture(texture: Tensor, uv: Tensor) -> Tensor:

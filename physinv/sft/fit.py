@@ -68,7 +68,7 @@ class SftFitConfig:
     silhouette: bool = True  # --no-silhouette
     only_correctives: bool = False  # --only-correctives (Only F baseline)
     max_frames: int = 0  # use the first N frames only (0: all)
-    solver: str = "auto"  # dense | sparse | cg | auto (dense up to 600 vertices, else sparse on CPU, cg on CUDA)
+    solver: str = "auto"  # dense | sparse | cg | auto (CPU: dense up to 100 vertices, else sparse; CUDA: dense up to 2000, else cg)
     checkpoint_every: int = 25
     seed: int = 0
     device: str = "auto"
@@ -155,8 +155,9 @@ def surfaces(params: nn.Module, prob: FitProblem, cfg: SftFitConfig, num_frames:
 
     if isinstance(params, OffsetParams):
         return torch.cat([prob.vertices[None], prob.vertices[None] + params.offsets[: num_frames - 1]])
-    sparse = "sparse" if prob.vertices.device.type == "cpu" else "cg"
-    solver = cfg.solver if cfg.solver != "auto" else ("dense" if prob.vertices.shape[0] <= 600 else sparse)
+    V, cpu = prob.vertices.shape[0], prob.vertices.device.type == "cpu"
+    auto = ("dense" if V <= 100 else "sparse") if cpu else ("dense" if V <= 2000 else "cg")
+    solver = cfg.solver if cfg.solver != "auto" else auto
     handles = prob.handles if prob.handles.numel() else None
     path = (prob.vertices[prob.handles][None] + params.handle_offsets[:num_frames]) if handles is not None else None
     correctives = params.correctives[: num_frames - 1] if cfg.correctives else None
@@ -165,17 +166,19 @@ def surfaces(params: nn.Module, prob: FitProblem, cfg: SftFitConfig, num_frames:
 
 
 def frame_energies(S: torch.Tensor, prob: FitProblem, cfg: SftFitConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-frame energies (T−1,) for frames 1..T−1 of S, and their photometric / silhouette parts."""
+    """Per-frame energies (T−1,) for frames 1..T−1 of S, and their photometric / silhouette parts
+    (all frames rendered in one batched pass)."""
     from physinv.core.raster import gaussian_blur, rasterize
 
-    photo, sil = [], []
-    for t in range(1, S.shape[0]):
-        out = rasterize(S[t].float(), prob.faces, prob.world_to_camera, prob.intrinsics, prob.width, prob.height, uvs=prob.uvs.float(),
-                        texture=prob.texture, sigma=cfg.raster_sigma, gamma=cfg.raster_gamma)
-        photo.append((out.rgb - prob.frames[t]).abs().mean())
-        sil.append((gaussian_blur(out.alpha, prob.blur_sigma) - prob.masks_blurred[t]).abs().mean() if cfg.silhouette else out.alpha.new_zeros(()))
-    photo_t, sil_t = torch.stack(photo), torch.stack(sil)
-    return photo_t + cfg.silhouette_weight * sil_t, photo_t, sil_t
+    T = S.shape[0]
+    out = rasterize(S[1:].float(), prob.faces, prob.world_to_camera, prob.intrinsics, prob.width, prob.height, uvs=prob.uvs.float(),
+                    texture=prob.texture, sigma=cfg.raster_sigma, gamma=cfg.raster_gamma)
+    photo = (out.rgb - prob.frames[1:T]).abs().mean(dim=(1, 2, 3))
+    if cfg.silhouette:
+        sil = (gaussian_blur(out.alpha, prob.blur_sigma) - prob.masks_blurred[1:T]).abs().mean(dim=(1, 2))
+    else:
+        sil = torch.zeros_like(photo)
+    return photo + cfg.silhouette_weight * sil, photo, sil
 
 
 class Window:
@@ -265,7 +268,8 @@ def write_result(out: Path, S: torch.Tensor, seq, params: nn.Module, cfg: SftFit
         write_obj(out / "meshes" / f"{t:04d}.obj", S[t].detach().cpu().numpy(), faces, uvs)
     info: dict = {"method": "only_correctives" if cfg.only_correctives else "phi_sft", "frames": int(S.shape[0]), "window": window.state()}
     if isinstance(params, PhysicsParams):
-        mat = params.material()
+        with torch.no_grad():
+            mat = params.material()
         info.update({"density": float(mat.density), "stretching": mat.stretching.tolist(), "bending": mat.bending.tolist(),
                      "wind": params.wind.tolist(), "corrective_rms": float(params.correctives.detach().square().mean().sqrt())})
     (out / "params.json").write_text(json.dumps(info, indent=2) + "\n")
