@@ -8,9 +8,11 @@ Layout of a sequence folder (DESIGN.md, "Monocular video + template")::
                              world_to_camera (4x4, OpenCV axes x right, y down, z forward)
     template.obj             the surface in frame 0 (world coordinates, metres) with UVs (vt)
     texture.png              the template's texture (v = 0 is the bottom row, OBJ convention)
-    meta.json                optional: fps (default 30); sft synth adds the ground-truth physics
+    meta.json                optional: fps (default 30), gravity (default [0, 0, -9.8]: world z is up),
+                             handles (template vertex ids held by a hand or clamp; their motion is
+                             unknown); sft synth adds the ground-truth physics
     depth/0000.npy           optional: z-depth [m], 0 = background
-    gt_points/0000.npy       optional: (N, 3) world points per frame
+    gt_points/0000.npy       optional: (N, 3) world points per frame (sft synth: 10 000 samples on the surface)
     gt_meshes/0000.obj       optional: ground-truth surface per frame
 
 ``physinv sft synth`` writes all of it: a textured square cloth (a scikit-image photo) held by two
@@ -178,8 +180,20 @@ def load_sequence(root: str | Path, max_frames: int | None = None) -> Sequence:
                     verts, faces, uvs, torch.from_numpy(np.ascontiguousarray(tex)), fps, meta)
 
 
+GT_POINTS = 10000  # points sampled on each ground-truth surface
+
+
+def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """(n, 3) points uniformly distributed over the area of a triangle mesh (seeded)."""
+    import trimesh
+
+    pts, _ = trimesh.sample.sample_surface(trimesh.Trimesh(vertices=vertices, faces=faces, process=False), n, seed=seed)
+    return np.asarray(pts, np.float64)
+
+
 def load_ground_truth(root: str | Path, frame: int) -> np.ndarray | None:
-    """(N, 3) ground-truth world points of a frame: gt_points, else gt_meshes' vertices, else None."""
+    """(N, 3) ground-truth world points of a frame: gt_points, else GT_POINTS samples on the
+    gt_meshes surface, else None."""
     root = Path(root)
     pts = root / "gt_points" / f"{frame:04d}.npy"
     if pts.is_file():
@@ -191,7 +205,8 @@ def load_ground_truth(root: str | Path, frame: int) -> np.ndarray | None:
     if mesh.is_file():
         from physinv.io.mesh import load_mesh
 
-        return np.asarray(load_mesh(mesh).vertices, np.float64)
+        m = load_mesh(mesh)
+        return sample_surface(np.asarray(m.vertices, np.float64), np.asarray(m.faces), GT_POINTS, seed=frame)
     return None
 
 
@@ -320,11 +335,13 @@ def synthesize_sequence(out: str | Path, config: SynthConfig | None = None, prog
             write_image(out / "frames" / f"{i:04d}.png", linear_to_srgb(np.clip(r["rgb"], 0.0, None)))  # over black
             write_image(out / "masks" / f"{i:04d}.png", r["mask"].astype(np.uint8) * 255)
             np.save(out / "depth" / f"{i:04d}.npy", r["depth"].astype(np.float32))
-            np.save(out / "gt_points" / f"{i:04d}.npy", X[i].astype(np.float64))
+            np.save(out / "gt_points" / f"{i:04d}.npy", sample_surface(X[i], f.numpy(), GT_POINTS, seed=cfg.seed * 1000 + i))
             write_obj(out / "gt_meshes" / f"{i:04d}.obj", X[i], f.numpy())
             bar.update(task, advance=1)
+    tn = cfg.template_n
     meta = {
         "fps": cfg.fps, "frames": cfg.frames, "generator": "physinv sft synth", "seed": cfg.seed, "config": cfg.__dict__,
+        "handles": [(tn - 1) * tn, tn * tn - 1],  # template vertices held (one of them moves); the motion is not given
         "ground_truth": {"material_scales": scales, "density": float(material.density), "wind": wind.tolist(),
                          "handle_move": handle_move.tolist(), "texture": TEXTURES[cfg.seed % len(TEXTURES)], "renderer": f"mitsuba {variant}"},
     }
