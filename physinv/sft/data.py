@@ -243,11 +243,9 @@ def _texture_image(seed: int, size: int = 256) -> np.ndarray:
     return resize(img, (size, size), anti_aliasing=True).astype(np.float32)
 
 
-def default_camera(res: int) -> tuple[np.ndarray, np.ndarray]:
-    """OpenCV world_to_camera (4, 4) and intrinsics (fx, fy, cx, cy) viewing the cloth from the
-    front, above and to the side (z up in the world)."""
-    eye = np.array([0.3, -0.85, 0.25])
-    target = np.array([0.0, 0.1, -0.18])
+def look_at_opencv(eye, target) -> np.ndarray:
+    """OpenCV world_to_camera (4, 4) of a camera at ``eye`` looking at ``target`` (world z up)."""
+    eye, target = np.asarray(eye, np.float64), np.asarray(target, np.float64)
     fwd = target - eye
     fwd /= np.linalg.norm(fwd)
     right = np.cross(fwd, [0.0, 0.0, 1.0])
@@ -256,6 +254,13 @@ def default_camera(res: int) -> tuple[np.ndarray, np.ndarray]:
     R = np.stack([right, down, fwd])
     w2c = np.eye(4)
     w2c[:3, :3], w2c[:3, 3] = R, -R @ eye
+    return w2c
+
+
+def default_camera(res: int) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV world_to_camera (4, 4) and intrinsics (fx, fy, cx, cy) viewing the cloth from the
+    front, above and to the side (z up in the world)."""
+    w2c = look_at_opencv([0.3, -0.85, 0.25], [0.0, 0.1, -0.18])
     f = 0.5 * res / math.tan(math.radians(40.0) / 2)
     return w2c, np.array([f, f, (res - 1) / 2, (res - 1) / 2])
 
