@@ -129,3 +129,13 @@ def test_eval_of_the_ground_truth_is_near_zero(tiny_sequence):
         gms.append(m)
     r = evaluate_meshes(meshes, gts, gms)
     assert r["chamfer"] < 0.3 and r["chamfer_unaligned"] < 0.3 and r["e3d"] < 5e-3  # the sampling floor (SAMPLES) and r["normal_angle_deg"] < 1.0
+
+
+def test_chamfer_matches_core_metrics():
+    from physinv.core.metrics import chamfer_distance
+    from physinv.sft.evaluate import _chamfer
+
+    gen = np.random.default_rng(0)
+    a, b = gen.normal(size=(300, 3)), gen.normal(size=(200, 3)) + 0.1
+    ref = float(chamfer_distance(torch.from_numpy(a), torch.from_numpy(b))["chamfer_l2"])
+    assert math.isclose(_chamfer(a, b), ref, rel_tol=1e-12)
