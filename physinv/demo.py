@@ -21,6 +21,7 @@ SECTIONS = {
     "radiative": "physinv.radiative.demo",
     "nerf": "physinv.nerf.demo",
     "relight": "physinv.relight.demo",
+    "sft": "physinv.sft.demo",
 }
 
 
