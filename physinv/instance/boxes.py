@@ -26,6 +26,12 @@ def box_iou_3d(a: Tensor, b: Tensor) -> Tensor:
     return inter / union.clamp_min(torch.finfo(inter.dtype).tiny)
 
 
+def paired_iou_3d(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of corresponding boxes a (N, 6) and b (N, 6) -> (N,) (the diagonal of :func:`box_iou_3d`)."""
+    inter = (torch.minimum(a[:, 3:], b[:, 3:]) - torch.maximum(a[:, :3], b[:, :3])).clamp_min(0).prod(-1)
+    return inter / (box_volume(a) + box_volume(b) - inter).clamp_min(torch.finfo(inter.dtype).tiny)
+
+
 def nms_3d(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Greedy non-maximum suppression: keep the best-scoring box, drop every box whose IoU with a
     kept one exceeds ``iou_threshold``, repeat. boxes (N, 6), scores (N,) -> kept indices (K,)
