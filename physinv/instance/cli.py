@@ -62,3 +62,64 @@ def eval_detector_cmd(
     dev = select_device(device)
     model = load_detector(detector, dev)
     emit_metrics(evaluate_detector(model, [load_scene(f) for f in list_scenes(scenes)], dev), None)
+
+
+@app.command("fit")
+def fit_cmd(
+    nerf_run: Annotated[Path, typer.Argument(help="a trained `physinv nerf train` run folder")],
+    data: Annotated[Path, typer.Option("--data", help="the data set the NeRF was trained on (train split)")],
+    masks: Annotated[Path, typer.Option("--masks", help="folder of 2D instance masks, one PNG per training view")],
+    out: Annotated[Path, typer.Option("--out", help="run folder; an existing run resumes")],
+    steps: Steps = None,
+    max_minutes: MaxMinutes = None,
+    detector: Annotated[Optional[Path], typer.Option("--detector", help="NeRF-RCNN file or run (default: data/instance/detector.pt)")] = None,
+    matching: Annotated[str, typer.Option("--matching", help="greedy (the paper: best IoU > 0.05) | hungarian")] = "greedy",
+    smoothness: Annotated[float, typer.Option("--smoothness", help="weight of the depth-weighted smoothness term (0 = off)")] = 1.0,
+    refine: Annotated[bool, typer.Option("--refine/--no-refine", help="superpixel refinement of the rendered masks, then retraining")] = True,
+    direct: Annotated[bool, typer.Option("--direct", help="ablation: no detector or matching, train on the raw ids")] = False,
+    device: Device = "auto",
+    seed: Seed = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
+) -> None:
+    """Instance-NeRF: detect 3D instances in the NeRF, match the 2D masks to them, train the instance field."""
+    from physinv.core.train import select_device
+    from physinv.instance.pipeline import InstanceConfig, fit_instance
+    from physinv.io.runs import emit_metrics
+
+    cfg = InstanceConfig(matching=matching, smoothness=smoothness, refine=refine, direct=direct, seed=seed)
+    if steps is not None:
+        cfg.steps = steps
+    emit_metrics(fit_instance(nerf_run, data, masks, out, cfg, detector=detector, max_minutes=max_minutes,
+                              device=select_device(device), quiet=quiet), None)
+
+
+@app.command("eval")
+def eval_cmd(
+    run: Annotated[Path, typer.Argument(help="an instance run folder")],
+    data: Annotated[Optional[Path], typer.Option("--data", help="data set with instance maps (default: the run's)")] = None,
+    split: Annotated[str, typer.Option("--split", help="split to score")] = "test",
+    device: Device = "auto",
+) -> None:
+    """Score rendered instance maps: pq (per view), pq_scene, miou (Hungarian) as one JSON line (+ metrics.json)."""
+    from physinv.core.train import select_device
+    from physinv.instance.pipeline import evaluate_instance
+    from physinv.io.runs import emit_metrics
+
+    emit_metrics(evaluate_instance(run, data, split, select_device(device)), run)
+
+
+@app.command("render")
+def render_cmd(
+    run: Annotated[Path, typer.Argument(help="an instance run folder")],
+    out: Annotated[Path, typer.Option("--out", help="folder for the instance maps")],
+    data: Annotated[Optional[Path], typer.Option("--data", help="data set whose poses to render (default: the run's)")] = None,
+    split: Annotated[str, typer.Option("--split")] = "test",
+    meshes: Annotated[bool, typer.Option("--meshes/--no-meshes", help="also export each instance as a mesh")] = True,
+    device: Device = "auto",
+) -> None:
+    """Write ``ids_###.png`` (16-bit ids), ``vis_###.png`` (colours) per view and ``instance_<k>.ply`` per instance."""
+    from physinv.core.train import select_device
+    from physinv.instance.export import render_run
+    from physinv.io.runs import emit_metrics
+
+    emit_metrics(render_run(run, out, data, split, meshes, select_device(device)), None)
