@@ -1,17 +1,23 @@
 """Where to put samples along rays: ray–box clipping, stratified bins, NeRF's hierarchical
 inverse-CDF sampling, and an occupancy grid that skips empty space (instant-ngp, nerfacc).
 
-Distances ``t`` are in scene units along unit-length ray directions.
+Distances ``t`` are in scene units along unit-length ray directions. The samplers of the field
+protocol (:class:`UniformSampler`, :class:`OccupancyGridSampler`, :func:`importance_samples`) return
+packed :class:`~physinv.core.volume.RaySamples`; those that look at the field take a
+``sigma_fn(t_starts, t_ends, ray_indices) -> sigma (M,)``.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
-from physinv.core.volume import exclusive_segment_cumsum, segment_starts
+from physinv.core.volume import RaySamples, exclusive_segment_cumsum, segment_starts
+
+SigmaFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
 def ray_aabb_intersect(origins: Tensor, dirs: Tensor, aabb: Tensor, near_min: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
@@ -95,7 +101,7 @@ def march_uniform(t_near: Tensor, t_far: Tensor, step: float, max_samples: int |
     t_near, t_far: (R,); rays with t_far <= t_near get no samples. ``jitter`` (R,) in [0, 1)
     shifts every ray's sample grid (stratified marching); None puts samples at interval centres.
     ``max_samples`` caps the samples per ray.
-    Returns packed ``ray_indices`` (M,), ``t_starts`` (M,), ``t_ends`` (M,) (intervals, sorted per ray).
+    Returns packed :class:`RaySamples` (intervals, sorted per ray).
     """
     length = (t_far - t_near).clamp(min=0.0)
     counts = torch.ceil(length / step).long()
@@ -117,7 +123,7 @@ def march_uniform(t_near: Tensor, t_far: Tensor, step: float, max_samples: int |
         t_ends = torch.minimum(tn + (local + j) * step, tf)
         keep = t_ends > t_starts
         ray_indices, t_starts, t_ends = ray_indices[keep], t_starts[keep], t_ends[keep]
-    return {"ray_indices": ray_indices, "t_starts": t_starts, "t_ends": t_ends}
+    return RaySamples(ray_indices, t_starts, t_ends, R)
 
 
 class OccupancyGrid(nn.Module):
@@ -206,32 +212,25 @@ class OccupancyGrid(nn.Module):
         """Recompute the occupied mask from the stored densities (unseen cells stay occupied)."""
         seen = self.density >= 0
         d = self.density * (self.step if self.step is not None else 1.0)
-        mean = float(d[seen].mean()) if bool(seen.any()) else 0.0
-        thresh = min(self.threshold, mean)
-        occ = (d > thresh) | ~seen
+        mean = torch.where(seen, d, 0.0).sum() / seen.sum().clamp(min=1)  # 0 while nothing is seen (stays on the device)
+        occ = (d > mean.clamp(max=self.threshold)) | ~seen
         if self.dilate:
             r = self.resolution
             occ = torch.nn.functional.max_pool3d(occ.view(1, 1, r, r, r).float(), 3, stride=1, padding=1).view(-1) > 0
         self.occupied.copy_(occ)
 
     # -- marching
-    def sample(self, origins: Tensor, dirs: Tensor, step: float, perturb: bool = False, max_samples: int | None = None, near_min: float = 0.0) -> dict[str, Tensor]:
+    def sample(self, origins: Tensor, dirs: Tensor, step: float, perturb: bool = False, max_samples: int | None = None, near_min: float = 0.0) -> RaySamples:
         """Packed marching samples in occupied cells only.
 
         origins, dirs: (R, 3). Equal steps of ``step`` between the box entry and exit (jittered per
         ray when ``perturb``); a sample is kept when its midpoint lies in an occupied cell.
-        Returns ``ray_indices``, ``t_starts``, ``t_ends`` (M,) and ``t_near``, ``t_far`` (R,).
         """
         t_near, t_far, hit = ray_aabb_intersect(origins, dirs, self.aabb.to(origins.dtype), near_min)
         t_far = torch.where(hit, t_far, t_near)
         jitter = torch.rand(origins.shape[0], device=origins.device, dtype=origins.dtype) if perturb else None
-        s = march_uniform(t_near, t_far, step, max_samples=max_samples, jitter=jitter)
-        mid = 0.5 * (s["t_starts"] + s["t_ends"])
-        pts = origins[s["ray_indices"]] + dirs[s["ray_indices"]] * mid.unsqueeze(-1)
-        keep = self.is_occupied(pts)
-        out = {k: v[keep] for k, v in s.items()}
-        out.update(t_near=t_near, t_far=t_far)
-        return out
+        marched = march_uniform(t_near, t_far, step, max_samples=max_samples, jitter=jitter)
+        return marched.select(self.is_occupied(marched.points(origins, dirs)))
 
 
 def grid_step_for(aabb: Tensor, n_steps: int) -> float:
@@ -240,25 +239,15 @@ def grid_step_for(aabb: Tensor, n_steps: int) -> float:
 
 
 @torch.no_grad()
-def cull_occluded(
-    density_fn,
-    origins: Tensor,
-    dirs: Tensor,
-    ray_indices: Tensor,
-    t_starts: Tensor,
-    t_ends: Tensor,
-    n_rays: int,
-    eps: float = 1e-4,
-    chunk: int = 16,
-) -> Tensor:
+def cull_occluded(sigma_fn: SigmaFn, samples: RaySamples, eps: float = 1e-4, chunk: int = 16) -> Tensor:
     """Early ray termination for packed samples, in pure PyTorch: keep-mask (M,) of the samples
     whose transmittance is still above ``eps``.
 
-    The march goes ``chunk`` samples per ray at a time (``density_fn`` without gradients on
-    the alive rays only), so a ray that turns opaque after a few samples costs those few samples
-    plus at most ``chunk`` more, not its whole length (what a CUDA marcher does sample by sample).
-    ray_indices must be sorted; t_starts/t_ends (M,) intervals along unit rays origins/dirs (R, 3).
+    The march goes ``chunk`` samples per ray at a time (``sigma_fn`` without gradients on the
+    alive rays only), so a ray that turns opaque after a few samples costs those few samples plus
+    at most ``chunk`` more, not its whole length (what a CUDA marcher does sample by sample).
     """
+    ray_indices, t_starts, t_ends, n_rays = samples.ray_indices, samples.t_starts, samples.t_ends, samples.n_rays
     M = ray_indices.numel()
     keep = torch.zeros(M, dtype=torch.bool, device=ray_indices.device)
     if M == 0:
@@ -275,11 +264,105 @@ def cull_occluded(
         if idx.numel() == 0:
             break
         r = ray_indices[idx]
-        mid = 0.5 * (t_starts[idx] + t_ends[idx])
-        sigma = density_fn(origins[r] + dirs[r] * mid.unsqueeze(-1)).reshape(-1)
+        sigma = sigma_fn(t_starts[idx], t_ends[idx], r).reshape(-1)
         tau = (sigma * (t_ends[idx] - t_starts[idx])).double()
         before = depth[r] + exclusive_segment_cumsum(tau, r, n_rays)  # optical depth in front of each sample
         keep[idx] = before < log_eps
         depth = depth.index_add(0, r, tau)
         alive = alive & (depth < log_eps)
     return keep
+
+
+# ----------------------------------------------------------------------------------------------
+# samplers of the field protocol
+
+
+def centred_intervals(t: Tensor, delta: Tensor) -> RaySamples:
+    """Regular packed samples from padded sample points t (R, S) and quadrature lengths delta (R, S):
+    intervals centred on each t (see :class:`RaySamples`), ``per_ray = S``."""
+    R, S = t.shape
+    ray_indices = torch.arange(R, device=t.device).repeat_interleave(S)
+    t, half = t.reshape(-1), 0.5 * delta.reshape(-1)
+    return RaySamples(ray_indices, t - half, t + half, R, per_ray=S)
+
+
+def box_interval(origins: Tensor, dirs: Tensor, aabb: Tensor) -> tuple[Tensor, Tensor]:
+    """Entry and exit distances (R,) of rays in the box; a ray that misses gets ``far = near``."""
+    near, far, hit = ray_aabb_intersect(origins, dirs, aabb)
+    return near, torch.where(hit, far, near)
+
+
+class UniformSampler(nn.Module):
+    """``n_samples`` stratified samples per ray between the box entry and exit, each standing for
+    an interval of ``(far - near) / n_samples`` (the ``plain`` method; a ray that misses the box gets
+    zero-length intervals). Looks at no field."""
+
+    def __init__(self, aabb: Tensor, n_samples: int):
+        super().__init__()
+        self.register_buffer("aabb", aabb.detach().clone().float())
+        self.n_samples = int(n_samples)
+
+    def forward(self, origins: Tensor, dirs: Tensor, sigma_fn: SigmaFn | None = None, perturb: bool = False) -> RaySamples:
+        near, far = box_interval(origins, dirs, self.aabb)
+        t = stratified_samples(near, far, self.n_samples, perturb=perturb)
+        return centred_intervals(t, ((far - near) / self.n_samples).unsqueeze(-1).expand_as(t))
+
+    def update(self, step: int, density_fn: Callable[[Tensor], Tensor]) -> None:
+        """Nothing to learn about the field."""
+
+
+class OccupancyGridSampler(nn.Module):
+    """Marching at ``step`` through the occupied cells of an :class:`OccupancyGrid` (the ``ngp``
+    method), with early ray termination through ``sigma_fn`` when ``early_stop_eps > 0``.
+
+    The termination pass costs a density evaluation per sample it visits; while the field is still
+    transparent (early training) it removes little, so after a training call that keeps more than
+    80 % of the samples it is skipped for the next 8 training calls (``cull_skip``, a buffer, so
+    a resumed run makes the same choices).
+    """
+
+    def __init__(self, grid: OccupancyGrid, step: float, early_stop_eps: float = 1e-4, update_every: int = 16, update_fraction: float = 0.25):
+        super().__init__()
+        self.grid, self.step, self.early_stop_eps = grid, float(step), float(early_stop_eps)
+        self.update_every, self.update_fraction = int(update_every), float(update_fraction)
+        self.register_buffer("cull_skip", torch.zeros((), dtype=torch.long))
+
+    def forward(self, origins: Tensor, dirs: Tensor, sigma_fn: SigmaFn | None = None, perturb: bool = False) -> RaySamples:
+        samples = self.grid.sample(origins, dirs, self.step, perturb=perturb)
+        if sigma_fn is None or self.early_stop_eps <= 0 or len(samples) == 0:
+            return samples
+        if self.training and int(self.cull_skip) > 0:
+            self.cull_skip -= 1
+            return samples
+        keep = cull_occluded(sigma_fn, samples, eps=self.early_stop_eps)
+        if self.training and float(keep.float().mean()) > 0.8:
+            self.cull_skip.fill_(8)
+        return samples.select(keep)
+
+    @torch.no_grad()
+    def update(self, step: int, density_fn: Callable[[Tensor], Tensor]) -> None:
+        """EMA update of the grid every ``update_every`` training steps.
+
+        The first update waits for step ``update_every``: at step 0 the field is still its uniform
+        initial fog and an update would teach the grid nothing."""
+        if step == 0 or step % self.update_every != 0:
+            return
+        self.grid.update(density_fn, n_cells=int(self.grid.density.numel() * self.update_fraction))
+
+
+def importance_samples(coarse: RaySamples, weights: Tensor, n_fine: int, far: Tensor, perturb: bool = False) -> RaySamples:
+    """NeRF's hierarchical sampling: ``n_fine`` samples per ray by inverse transform sampling of the
+    coarse weights on the bins between coarse sample points, merged with the coarse points.
+
+    coarse: regular samples (``per_ray`` S) from :func:`centred_intervals`; weights (M,) their
+    weights; far (R,) the box exit. Returns regular samples (S + n_fine per ray) whose quadrature
+    lengths are ``t_{i+1} - t_i`` and ``far - t_last`` (eq. 3 of NeRF, see :func:`intervals_from_samples`).
+    """
+    R, S = coarse.n_rays, coarse.per_ray
+    if S is None:
+        raise ValueError("importance_samples: the coarse samples must have a regular layout (per_ray)")
+    t_coarse = coarse.t_mids.view(R, S)
+    mids = 0.5 * (t_coarse[:, 1:] + t_coarse[:, :-1])
+    t_fine = sample_pdf(mids, weights.detach().view(R, S)[:, 1:-1], n_fine, deterministic=not perturb)
+    t_all = torch.sort(torch.cat([t_coarse, t_fine], -1), -1).values
+    return centred_intervals(t_all, intervals_from_samples(t_all, far))

@@ -18,9 +18,22 @@ Two layouts are supported with the same maths:
   reductions are scatter sums (``index_add``) and the per-ray exclusive scan is a global cumulative
   sum minus the value at each ray's first sample, taken in float64 so that a long concatenation
   does not eat the precision of later rays.
+
+The field protocol (nerfacc-style) that every pipeline renders through:
+
+* a sampler (``physinv.core.sampling``) turns rays into :class:`RaySamples`, optionally asking a
+  ``sigma_fn(t_starts, t_ends, ray_indices) -> sigma (M,)`` where the field is;
+* :func:`render_samples` calls ``fields_fn(t_starts, t_ends, ray_indices) -> dict`` once, takes
+  ``sigma`` from it and composites *every other entry* with the same weights, so a new per-sample
+  head (normals, albedo, instance logits, ...) never means editing a renderer;
+* :func:`composite_samples` composites features with weights computed elsewhere (a second field
+  riding on a frozen field's samples and weights, as Instance-NeRF does).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -67,7 +80,9 @@ def weights_from_density(sigma: Tensor, delta: Tensor) -> tuple[Tensor, Tensor, 
 
 
 def composite(weights: Tensor, values: Tensor) -> Tensor:
-    """Weighted sum along samples: weights (..., S), values (..., S, C) -> (..., C)."""
+    """Weighted sum along samples: weights (..., S), values (..., S, C) -> (..., C) or (..., S) -> (...)."""
+    if values.dim() == weights.dim():
+        return (weights * values).sum(-1)
     return torch.einsum("...s,...sc->...c", weights, values)
 
 
@@ -88,7 +103,7 @@ def render_padded(
     """Volume-render padded samples.
 
     sigma, delta, t_mid: (R, S) density (1/m), interval length (m), sample distance (m).
-    features: name -> (R, S, C) per-sample features to composite (colour, logits, ...).
+    features: name -> (R, S, C) or (R, S) per-sample features to composite (colour, logits, ...).
     background: (C,) or (R, C), added to the feature named ``rgb`` with weight ``1 - opacity``.
     Returns ``weights`` (R, S), ``transmittance`` (R, S), ``opacity`` (R,) accumulated alpha,
     ``depth`` (R,) expected termination distance ``sum w t`` (not normalised: a ray that leaves
@@ -157,7 +172,7 @@ def render_packed(
 ) -> dict[str, Tensor]:
     """Volume-render packed samples; the packed twin of :func:`render_padded`.
 
-    sigma, delta, t_mid, ray_indices: (M,); features: name -> (M, C).
+    sigma, delta, t_mid, ray_indices: (M,); features: name -> (M, C) or (M,).
     Returns ``weights`` (M,), ``transmittance`` (M,), ``opacity`` (n_rays,), ``depth`` (n_rays,)
     and each feature (n_rays, C); rays without samples get opacity 0 and the background.
     """
@@ -168,9 +183,13 @@ def render_packed(
         "opacity": segment_sum(weights, ray_indices, n_rays),
         "depth": segment_sum(weights * t_mid, ray_indices, n_rays),
     }
-    for name, value in (features or {}).items():
-        out[name] = segment_sum(weights.unsqueeze(-1) * value, ray_indices, n_rays)
+    out.update(_composite_packed(weights, ray_indices, n_rays, features or {}))
     return _add_background(out, background)
+
+
+def _composite_packed(weights: Tensor, ray_indices: Tensor, n_rays: int, features: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Per-ray weighted sums of packed features (M, C) or (M,) with weights (M,)."""
+    return {name: segment_sum((weights if v.dim() == 1 else weights.unsqueeze(-1)) * v, ray_indices, n_rays) for name, v in features.items()}
 
 
 def pack_padded(values: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -180,3 +199,80 @@ def pack_padded(values: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Ten
         mask = torch.ones(R, S, dtype=torch.bool, device=values.device)
     ray_indices = torch.arange(R, device=values.device).unsqueeze(1).expand(R, S)[mask]
     return values[mask], ray_indices
+
+
+# ----------------------------------------------------------------------------------------------
+# the field protocol: packed samples, a fields function, one compositor
+
+
+@dataclass
+class RaySamples:
+    """Packed samples along ``n_rays`` rays (nerfacc's layout).
+
+    ``t_starts``, ``t_ends``, ``ray_indices``: (M,), sorted by ray and, within a ray, by midpoint.
+    Each sample is a quadrature interval: the field is evaluated at its midpoint and its length is
+    the ``delta`` of the quadrature. Samplers whose points are not interval midpoints (NeRF's
+    stratified and importance samples t_i with ``delta_i = t_{i+1} - t_i``, eq. 3) centre the interval
+    on the point, so intervals of one ray may overlap; only midpoints and lengths enter the maths.
+    ``per_ray``: when every ray has exactly that many samples (samples of ray r at
+    ``r * per_ray ...``), renderers may use the padded (R, S) fast path; None otherwise.
+    """
+
+    ray_indices: Tensor
+    t_starts: Tensor
+    t_ends: Tensor
+    n_rays: int
+    per_ray: int | None = None
+
+    @property
+    def t_mids(self) -> Tensor:
+        """(M,) distances of the evaluation points along the rays."""
+        return 0.5 * (self.t_starts + self.t_ends)
+
+    @property
+    def deltas(self) -> Tensor:
+        """(M,) quadrature interval lengths."""
+        return self.t_ends - self.t_starts
+
+    def __len__(self) -> int:
+        return self.ray_indices.shape[0]
+
+    def points(self, origins: Tensor, dirs: Tensor) -> Tensor:
+        """World positions (M, 3) of the samples on rays origins, dirs (n_rays, 3)."""
+        return origins[self.ray_indices] + dirs[self.ray_indices] * self.t_mids.unsqueeze(-1)
+
+    def select(self, keep: Tensor) -> "RaySamples":
+        """The samples where ``keep`` (M,) bool is true (the regular layout is lost)."""
+        return RaySamples(self.ray_indices[keep], self.t_starts[keep], self.t_ends[keep], self.n_rays)
+
+
+FieldsFn = Callable[[Tensor, Tensor, Tensor], dict[str, Tensor]]
+
+# outputs of a renderer that are per sample (M,) or packed samples, not per ray
+PER_SAMPLE_KEYS = ("samples", "weights", "transmittance")
+
+
+def composite_samples(weights: Tensor, samples: RaySamples, features: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Composite every per-sample feature (M, C) or (M,) with ``weights`` (M,): name -> (n_rays, C) / (n_rays,)."""
+    return _composite_packed(weights, samples.ray_indices, samples.n_rays, features)
+
+
+def render_samples(samples: RaySamples, fields_fn: FieldsFn, background: Tensor | None = None) -> dict[str, Tensor]:
+    """Volume-render packed samples with any set of per-sample features.
+
+    ``fields_fn(t_starts, t_ends, ray_indices)`` returns a dict with ``sigma`` (M,) (1/scene unit)
+    and any other per-sample features (M, C) or (M,); each of those is composited (n_rays, C).
+    background: (C,) or (n_rays, C), blended into ``rgb`` with weight ``1 - opacity``.
+    Returns per ray ``opacity``, ``depth`` (expected distance, background adds 0) and every
+    feature; per sample ``weights`` and ``transmittance`` (M,).
+    """
+    fields = dict(fields_fn(samples.t_starts, samples.t_ends, samples.ray_indices))
+    sigma = fields.pop("sigma")
+    S = samples.per_ray
+    if S is not None:  # regular layout: the padded scan (same maths, no float64 segment scan)
+        R = samples.n_rays
+        padded = {k: v.view(R, S, *v.shape[1:]) for k, v in fields.items()}
+        out = render_padded(sigma.view(R, S), samples.deltas.view(R, S), samples.t_mids.view(R, S), padded, background)
+        out["weights"], out["transmittance"] = out["weights"].reshape(-1), out["transmittance"].reshape(-1)
+        return out
+    return render_packed(sigma, samples.deltas, samples.t_mids, samples.ray_indices, samples.n_rays, fields, background)

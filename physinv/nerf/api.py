@@ -55,16 +55,31 @@ class NerfRun:
         out = [self.model.radiance(p.to(self.device).float(), d.to(self.device).float()) for p, d in zip(points.split(chunk), dirs.split(chunk))]
         return torch.cat(out) if out else points.new_zeros(0, 3)
 
-    def render_rays(self, origins: Tensor, dirs: Tensor, background: Tensor | None = None) -> dict[str, Tensor]:
-        """rgb (R, 3), depth (R,) (expected distance along the ray), opacity (R,) for rays (R, 3)."""
+    def render_rays(self, origins: Tensor, dirs: Tensor, background: Tensor | None = None, extra_features=None) -> dict[str, Tensor]:
+        """Per ray: rgb (R, 3), depth (R,) (expected distance along the ray), opacity (R,), and each
+        per-sample head of ``extra_features(points (M, 3), dirs (M, 3), field_out) -> dict``
+        composited (R, C), for rays (R, 3); in chunks, without gradients."""
         bg = self.background if background is None else background.to(self.device)
-        return render_rays_chunked(self.model, origins.to(self.device).float(), dirs.to(self.device).float(), bg, self.config.chunk_rays)
+        return render_rays_chunked(self.model, origins.to(self.device).float(), dirs.to(self.device).float(), bg, self.config.chunk_rays, extra_features=extra_features)
 
-    def render_image(self, c2w: Tensor, intrinsics: Tensor, width: int, height: int, background: Tensor | None = None) -> dict[str, Tensor]:
-        """One view: rgb (H, W, 3), depth (H, W), opacity (H, W)."""
+    def render_image(self, c2w: Tensor, intrinsics: Tensor, width: int, height: int, background: Tensor | None = None, extra_features=None) -> dict[str, Tensor]:
+        """One view: every per-ray output of :meth:`render_rays` as an image, rgb (H, W, 3), depth (H, W), opacity (H, W), ..."""
         o, d = image_rays(c2w.to(self.device).float(), intrinsics.to(self.device).float(), width, height)
-        out = self.render_rays(o.reshape(-1, 3), d.reshape(-1, 3), background)
-        return {"rgb": out["rgb"].view(height, width, 3), "depth": out["depth"].view(height, width), "opacity": out["opacity"].view(height, width)}
+        out = self.render_rays(o.reshape(-1, 3), d.reshape(-1, 3), background, extra_features)
+        return {k: v.view(height, width, *v.shape[1:]) for k, v in out.items()}
+
+    def ray_samples(self, origins: Tensor, dirs: Tensor, grad: bool = False) -> dict:
+        """The frozen field along rays (R, 3): packed ``samples`` (:class:`~physinv.core.volume.RaySamples`),
+        their ``points`` (M, 3), volume-rendering ``weights`` (M,), ``sigma`` (M,) and ``geo_feature``
+        (M, F), and per ray ``depth``/``opacity`` (R,). Another field trained along these samples
+        composites its own features with these weights (:func:`~physinv.core.volume.composite_samples`).
+
+        ``grad``: keep the autograd graph (to the field's parameters and, through the points, to
+        positions); by default everything is computed without gradients. Deterministic samples
+        (no jitter), so the same rays give the same samples."""
+        o, d = origins.to(self.device).float(), dirs.to(self.device).float()
+        with torch.set_grad_enabled(grad):
+            return self.model.ray_samples(o, d, perturb=False)
 
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> NerfRun:

@@ -1,18 +1,30 @@
-"""Radiance fields and their renderers: the faithful NeRF (coarse + fine) and the hash-grid model
-(``ngp`` with an occupancy grid and packed samples, ``plain`` with uniform samples in the box).
+"""Radiance fields and their renderers on the field protocol of :mod:`physinv.core.volume`.
 
-Every model exposes the same interface:
+A *field* maps points (and view directions) to a dict of per-sample quantities:
+``sigma`` (N,) density in 1/scene unit (0 outside the scene box), ``geo_feature`` (N, F) the
+geometry feature the density was read from, and ``rgb`` (N, 3) in [0, 1] when directions are given.
 
-* ``render_rays(origins (R, 3), dirs (R, 3), background (3,), perturb) -> dict`` with ``rgb`` (R, 3),
-  ``depth`` (R,) (expected distance along the unit ray, divided by nothing: background rays add 0),
-  ``opacity`` (R,), and for ``nerf`` also ``rgb_coarse``;
-* ``density(points (N, 3)) -> (N,)`` in 1/scene unit, 0 outside the scene box;
-* ``radiance(points (N, 3), dirs (N, 3)) -> (N, 3)`` colour in [0, 1].
+A *model* pairs fields with a sampler and exposes
+
+* ``render_rays(origins (R, 3), dirs (R, 3), background (3,), perturb, extra_features=None) -> dict``:
+  per ray ``rgb`` (R, 3), ``depth`` (R,) (expected distance along the unit ray; background adds 0),
+  ``opacity`` (R,), for ``nerf`` also ``rgb_coarse``, any extra feature composited (R, C); per
+  sample ``weights`` (M,) and the packed ``samples``. ``extra_features(points (M, 3), dirs (M, 3),
+  field_out) -> dict`` adds per-sample heads that are composited with the same weights;
+* ``ray_samples(origins, dirs, perturb=False) -> dict``: the packed ``samples``, their ``points``,
+  ``weights``, ``sigma`` and ``geo_feature``, and per ray ``depth``/``opacity`` — what a second field
+  (instances, materials) needs to be trained along this one's samples;
+* ``density(points)``, ``radiance(points, dirs)``, and ``update(step)`` (between training steps).
+
+Methods: ``nerf`` (:class:`NerfModel`, a coarse and a fine :class:`NeRFField`, hierarchical
+sampling), ``ngp`` and ``plain`` (:class:`HashGridNerf`: one :class:`NGPField` with an
+:class:`~physinv.core.sampling.OccupancyGridSampler` or a :class:`~physinv.core.sampling.UniformSampler`).
 """
 
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -21,34 +33,30 @@ from physinv.core.encoding import HashGridEncoding, SHEncoding, positional_encod
 from physinv.core.field import MLP, trunc_exp
 from physinv.core.sampling import (
     OccupancyGrid,
-    cull_occluded,
-    intervals_from_samples,
+    OccupancyGridSampler,
+    UniformSampler,
+    box_interval,
+    centred_intervals,
     grid_step_for,
-    ray_aabb_intersect,
-    sample_pdf,
+    importance_samples,
+    intervals_from_samples,
     stratified_samples,
 )
-from physinv.core.volume import render_packed, render_padded
+from physinv.core.volume import FieldsFn, RaySamples, render_samples
 from physinv.nerf.config import NerfConfig
+
+ExtraFeatures = Callable[[Tensor, Tensor, dict], dict]
 
 
 def _inside(points: Tensor, aabb: Tensor) -> Tensor:
     return ((points >= aabb[0]) & (points <= aabb[1])).all(-1)
 
 
-def _render_samples(field: nn.Module, origins: Tensor, dirs: Tensor, t: Tensor, delta: Tensor, background: Tensor) -> dict[str, Tensor]:
-    """Evaluate ``field`` at R x S samples at distances ``t`` (R, S) along rays (R, 3) with
-    interval lengths ``delta`` (R, S) and composite them (:func:`render_padded`)."""
-    R, S = t.shape
-    pts = origins.unsqueeze(1) + dirs.unsqueeze(1) * t.unsqueeze(-1)
-    sigma, rgb = field(pts.reshape(-1, 3), dirs.unsqueeze(1).expand(R, S, 3).reshape(-1, 3))
-    return render_padded(sigma.view(R, S), delta, t, {"rgb": rgb.view(R, S, 3)}, background)
-
-
 class NeRFField(nn.Module):
     """NeRF's MLP: gamma(x) (L=10) -> 8 x 256 ReLU (input again at the fifth layer) -> sigma (ReLU)
     and a 256 feature; [feature, gamma(d) (L=4)] -> 128 ReLU -> RGB (sigmoid). While training,
-    N(0, ``density_noise_std``^2) noise is added to sigma before its ReLU.
+    N(0, ``density_noise_std``^2) noise is added to sigma before its ReLU. ``geo_feature`` is the
+    trunk's last hidden layer (N, width).
 
     Positions are mapped from the scene box to [-1, 1]^3 before the encoding, as the paper assumes.
     """
@@ -66,23 +74,25 @@ class NeRFField(nn.Module):
     def normalise(self, points: Tensor) -> Tensor:
         return 2.0 * (points - self.aabb[0]) / (self.aabb[1] - self.aabb[0]) - 1.0
 
-    def forward(self, points: Tensor, dirs: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """points (N, 3), dirs (N, 3) unit or None -> sigma (N,), rgb (N, 3) or None."""
+    def forward(self, points: Tensor, dirs: Tensor | None = None) -> dict[str, Tensor]:
+        """points (N, 3), dirs (N, 3) unit or None -> ``sigma`` (N,), ``geo_feature`` (N, width), ``rgb`` (N, 3) when dirs."""
         h = self.trunk(positional_encoding(self.normalise(points), self.pos_freqs))
         raw = self.sigma_head(h).squeeze(-1)
         if self.training and self.density_noise_std > 0:  # the authors' raw_noise_std: keeps the ReLU alive
             raw = raw + self.density_noise_std * torch.randn_like(raw)
         sigma = torch.relu(raw)
-        sigma = torch.where(_inside(points, self.aabb), sigma, torch.zeros_like(sigma))
-        if dirs is None:
-            return sigma, None
-        rgb = self.colour(torch.cat([self.feature(h), positional_encoding(dirs, self.dir_freqs)], -1))
-        return sigma, rgb
+        out = {"sigma": torch.where(_inside(points, self.aabb), sigma, torch.zeros_like(sigma)), "geo_feature": h}
+        if dirs is not None:
+            out["rgb"] = self.colour(torch.cat([self.feature(h), positional_encoding(dirs, self.dir_freqs)], -1))
+        return out
+
+    def density(self, points: Tensor) -> Tensor:
+        return self(points)["sigma"]
 
 
 class NGPField(nn.Module):
     """instant-ngp field: hash grid -> 1x64 MLP -> 16 values (the first plus ``density_bias`` is the
-    log density, trunc_exp); [those 16, SH(d)] -> 2x64 MLP -> RGB (sigmoid)."""
+    log density, trunc_exp; all 16 are the ``geo_feature``); [those 16, SH(d)] -> 2x64 MLP -> RGB (sigmoid)."""
 
     def __init__(self, aabb: Tensor, config: NerfConfig):
         super().__init__()
@@ -100,20 +110,64 @@ class NGPField(nn.Module):
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def forward(self, points: Tensor, dirs: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """points (N, 3), dirs (N, 3) unit or None -> sigma (N,), rgb (N, 3) or None (float32)."""
+    def forward(self, points: Tensor, dirs: Tensor | None = None) -> dict[str, Tensor]:
+        """points (N, 3), dirs (N, 3) unit or None -> ``sigma`` (N,), ``geo_feature`` (N, 16), ``rgb`` (N, 3) when dirs (float32)."""
         unit = (points - self.aabb[0]) / (self.aabb[1] - self.aabb[0])
         feats = self.encoding(unit)
         with self._amp():
             h = self.density_net(feats)
         h = h.float()
         sigma = trunc_exp(h[:, 0] + self.density_bias)
-        sigma = torch.where(_inside(points, self.aabb), sigma, torch.zeros_like(sigma))
-        if dirs is None:
-            return sigma, None
-        with self._amp():
-            rgb = self.colour_net(torch.cat([h, self.dir_encoding(dirs)], -1))
-        return sigma, rgb.float()
+        out = {"sigma": torch.where(_inside(points, self.aabb), sigma, torch.zeros_like(sigma)), "geo_feature": h}
+        if dirs is not None:
+            with self._amp():
+                out["rgb"] = self.colour_net(torch.cat([h, self.dir_encoding(dirs)], -1)).float()
+        return out
+
+    def density(self, points: Tensor) -> Tensor:
+        return self(points)["sigma"]
+
+
+def radiance_fields_fn(field: nn.Module, origins: Tensor, dirs: Tensor, extra_features: ExtraFeatures | None = None) -> FieldsFn:
+    """The ``fields_fn`` of :func:`~physinv.core.volume.render_samples` for a radiance field on rays
+    origins, dirs (R, 3): ``sigma`` and ``rgb`` at each sample's midpoint, plus whatever
+    ``extra_features(points (M, 3), dirs (M, 3), field_out)`` returns."""
+
+    def fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> dict[str, Tensor]:
+        points = origins[ray_indices] + dirs[ray_indices] * (0.5 * (t_starts + t_ends)).unsqueeze(-1)
+        d = dirs[ray_indices]
+        out = field(points, d)
+        feats = {"sigma": out["sigma"], "rgb": out["rgb"]}
+        if extra_features is not None:
+            feats.update(extra_features(points, d, out))
+        return feats
+
+    return fn
+
+
+def _sigma_fn(field: nn.Module, origins: Tensor, dirs: Tensor):
+    """``sigma_fn(t_starts, t_ends, ray_indices)`` of a field on rays origins, dirs (R, 3)."""
+
+    def fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> Tensor:
+        return field.density(origins[ray_indices] + dirs[ray_indices] * (0.5 * (t_starts + t_ends)).unsqueeze(-1))
+
+    return fn
+
+
+def _geometry_along(field: nn.Module, samples: RaySamples, origins: Tensor, dirs: Tensor) -> dict:
+    """Weights, density and geometry feature of ``field`` at ``samples`` (the :meth:`ray_samples` dict)."""
+    points = samples.points(origins, dirs)
+    out = field(points)
+    rendered = render_samples(samples, lambda *_: {"sigma": out["sigma"]})
+    return {
+        "samples": samples,
+        "points": points,
+        "weights": rendered["weights"],
+        "sigma": out["sigma"],
+        "geo_feature": out["geo_feature"],
+        "depth": rendered["depth"],
+        "opacity": rendered["opacity"],
+    }
 
 
 class NerfModel(nn.Module):
@@ -130,43 +184,51 @@ class NerfModel(nn.Module):
         self.fine = NeRFField(aabb, **kw)
 
     def density(self, points: Tensor) -> Tensor:
-        return self.fine(points, None)[0]
+        return self.fine.density(points)
 
     def radiance(self, points: Tensor, dirs: Tensor) -> Tensor:
-        return self.fine(points, dirs)[1]
+        return self.fine(points, dirs)["rgb"]
 
-    def render_rays(self, origins: Tensor, dirs: Tensor, background: Tensor, perturb: bool = False) -> dict[str, Tensor]:
-        c = self.config
-        near, far, hit = ray_aabb_intersect(origins, dirs, self.aabb)
-        far = torch.where(hit, far, near)  # a ray that misses the box has nothing to integrate
-        t_coarse = stratified_samples(near, far, c.coarse_samples, perturb=perturb)
-        coarse = _render_samples(self.coarse, origins, dirs, t_coarse, intervals_from_samples(t_coarse, far), background)
-        # NeRF: fine samples from the coarse weights on the bins between coarse sample midpoints
-        mids = 0.5 * (t_coarse[:, 1:] + t_coarse[:, :-1])
-        t_fine = sample_pdf(mids, coarse["weights"][:, 1:-1], c.fine_samples, deterministic=not perturb)
-        t_all = torch.sort(torch.cat([t_coarse, t_fine], -1), -1).values
-        fine = _render_samples(self.fine, origins, dirs, t_all, intervals_from_samples(t_all, far), background)
-        return {"rgb": fine["rgb"], "depth": fine["depth"], "opacity": fine["opacity"], "rgb_coarse": coarse["rgb"], "n_samples": torch.tensor(t_all.numel())}
+    def update(self, step: int) -> None:
+        """Nothing between steps (no occupancy grid)."""
+
+    def _coarse_samples(self, origins: Tensor, dirs: Tensor, perturb: bool) -> tuple[RaySamples, Tensor]:
+        near, far = box_interval(origins, dirs, self.aabb)  # a ray that misses the box integrates nothing
+        t = stratified_samples(near, far, self.config.coarse_samples, perturb=perturb)
+        return centred_intervals(t, intervals_from_samples(t, far)), far
+
+    def render_rays(self, origins: Tensor, dirs: Tensor, background: Tensor, perturb: bool = False, extra_features: ExtraFeatures | None = None) -> dict[str, Tensor]:
+        coarse_samples, far = self._coarse_samples(origins, dirs, perturb)
+        coarse = render_samples(coarse_samples, radiance_fields_fn(self.coarse, origins, dirs), background)
+        samples = importance_samples(coarse_samples, coarse["weights"], self.config.fine_samples, far, perturb=perturb)
+        out = render_samples(samples, radiance_fields_fn(self.fine, origins, dirs, extra_features), background)
+        out.update(rgb_coarse=coarse["rgb"], samples=samples)
+        return out
+
+    def ray_samples(self, origins: Tensor, dirs: Tensor, perturb: bool = False) -> dict:
+        coarse_samples, far = self._coarse_samples(origins, dirs, perturb)
+        with torch.no_grad():  # where the fine samples go carries no gradient (as in NeRF)
+            weights = render_samples(coarse_samples, lambda t0, t1, r: {"sigma": _sigma_fn(self.coarse, origins, dirs)(t0, t1, r)})["weights"]
+        samples = importance_samples(coarse_samples, weights, self.config.fine_samples, far, perturb=perturb)
+        return _geometry_along(self.fine, samples, origins, dirs)
 
 
-class NGPModel(nn.Module):
-    """Hash-grid field rendered either with an occupancy grid and packed samples (``ngp``) or
-    with uniform stratified samples in the box (``plain``)."""
+class HashGridNerf(nn.Module):
+    """One :class:`NGPField` and a sampler: an occupancy grid with packed marching and early ray
+    termination (``ngp``), or uniform stratified samples in the box (``plain``)."""
 
     def __init__(self, aabb: Tensor, config: NerfConfig):
         super().__init__()
         self.config, self.method = config, config.method
         self.register_buffer("aabb", aabb.detach().clone().float())
         self.field = NGPField(aabb, config)
-        self.step = grid_step_for(aabb, config.render_steps or 256)  # marching step (scene units)
-        # training steps left without the early-termination pass (see _render_packed); a buffer so
-        # that a resumed run makes the same choices
-        self.register_buffer("cull_skip", torch.zeros((), dtype=torch.long))
-        self.grid = (
-            OccupancyGrid(aabb, config.grid_resolution or 64, config.grid_decay, config.grid_threshold, step=self.step, warmup_steps=config.grid_warmup_updates)
-            if config.method == "ngp"
-            else None
-        )
+        if config.method == "ngp":
+            step = grid_step_for(aabb, config.render_steps or 256)  # marching step (scene units)
+            grid = OccupancyGrid(aabb, config.grid_resolution or 64, config.grid_decay, config.grid_threshold, step=step, warmup_steps=config.grid_warmup_updates)
+            self.sampler = OccupancyGridSampler(grid, step, config.early_stop_eps, config.grid_update_every, config.grid_update_fraction)
+        else:
+            self.sampler = UniformSampler(aabb, config.samples_per_ray or 64)
+        self._register_load_state_dict_pre_hook(_rename_legacy_keys)
 
     def enable_cuda_speedups(self) -> None:
         """bf16 autocast (and, when configured, torch.compile) for the MLPs; no-op on CPU."""
@@ -178,61 +240,36 @@ class NGPModel(nn.Module):
             self.field.colour_net = torch.compile(self.field.colour_net)
 
     def density(self, points: Tensor) -> Tensor:
-        return self.field(points, None)[0]
+        return self.field.density(points)
 
     def radiance(self, points: Tensor, dirs: Tensor) -> Tensor:
-        return self.field(points, dirs)[1]
+        return self.field(points, dirs)["rgb"]
 
-    @torch.no_grad()
-    def update_grid(self, step: int) -> None:
-        """EMA update of the occupancy grid every ``grid_update_every`` steps (``ngp`` only).
+    def update(self, step: int) -> None:
+        """Before training step ``step``: the sampler's update (the occupancy grid's EMA, ``ngp``)."""
+        self.sampler.update(step, self.field.density)
 
-        The first update waits for step ``grid_update_every``: at step 0 the field is still its
-        uniform initial fog and an update would teach the grid nothing."""
-        c = self.config
-        if self.grid is None or step == 0 or step % c.grid_update_every != 0:
-            return
-        n = int(self.grid.density.numel() * c.grid_update_fraction)
-        self.grid.update(self.density, n_cells=n)
+    def sample(self, origins: Tensor, dirs: Tensor, perturb: bool = False) -> RaySamples:
+        return self.sampler(origins, dirs, _sigma_fn(self.field, origins, dirs), perturb=perturb)
 
-    def render_rays(self, origins: Tensor, dirs: Tensor, background: Tensor, perturb: bool = False) -> dict[str, Tensor]:
-        if self.grid is None:
-            return self._render_uniform(origins, dirs, background, perturb)
-        return self._render_packed(origins, dirs, background, perturb)
+    def render_rays(self, origins: Tensor, dirs: Tensor, background: Tensor, perturb: bool = False, extra_features: ExtraFeatures | None = None) -> dict[str, Tensor]:
+        samples = self.sample(origins, dirs, perturb)
+        out = render_samples(samples, radiance_fields_fn(self.field, origins, dirs, extra_features), background)
+        out["samples"] = samples
+        return out
 
-    def _render_uniform(self, origins: Tensor, dirs: Tensor, background: Tensor, perturb: bool) -> dict[str, Tensor]:
-        S = self.config.samples_per_ray
-        near, far, hit = ray_aabb_intersect(origins, dirs, self.aabb)
-        far = torch.where(hit, far, near)
-        t = stratified_samples(near, far, S, perturb=perturb)
-        R = t.shape[0]
-        delta = ((far - near) / S).unsqueeze(-1).expand(R, S)
-        out = _render_samples(self.field, origins, dirs, t, delta, background)
-        return {"rgb": out["rgb"], "depth": out["depth"], "opacity": out["opacity"], "n_samples": torch.tensor(R * S)}
+    def ray_samples(self, origins: Tensor, dirs: Tensor, perturb: bool = False) -> dict:
+        return _geometry_along(self.field, self.sample(origins, dirs, perturb), origins, dirs)
 
-    def _render_packed(self, origins: Tensor, dirs: Tensor, background: Tensor, perturb: bool) -> dict[str, Tensor]:
-        R = origins.shape[0]
-        s = self.grid.sample(origins, dirs, self.step, perturb=perturb)
-        ridx, t0, t1 = s["ray_indices"], s["t_starts"], s["t_ends"]
-        skip = self.training and int(self.cull_skip) > 0
-        if self.config.early_stop_eps > 0 and ridx.numel() > 0 and not skip:
-            # early ray termination: drop samples behind opaque surfaces before the gradient pass.
-            # The pass costs a density evaluation per sample it visits; while the field is still
-            # transparent (early training) it removes little, so it is then retried only every 8 calls.
-            keep = cull_occluded(self.density, origins, dirs, ridx, t0, t1, R, eps=self.config.early_stop_eps)
-            if self.training and float(keep.float().mean()) > 0.8:
-                self.cull_skip.fill_(8)
-            ridx, t0, t1 = ridx[keep], t0[keep], t1[keep]
-        elif skip:
-            self.cull_skip -= 1
-        mid = 0.5 * (t0 + t1)
-        sigma, rgb = self.field(origins[ridx] + dirs[ridx] * mid.unsqueeze(-1), dirs[ridx])
-        out = render_packed(sigma, t1 - t0, mid, ridx, R, {"rgb": rgb}, background)
-        return {"rgb": out["rgb"], "depth": out["depth"], "opacity": out["opacity"], "n_samples": torch.tensor(ridx.numel())}
+
+def _rename_legacy_keys(state: dict, prefix: str, *args) -> None:
+    """Runs saved before the sampler split kept the grid at ``grid.*`` and ``cull_skip`` on the model."""
+    for key in [k for k in state if k.startswith(prefix + "grid.") or k == prefix + "cull_skip"]:
+        state[prefix + "sampler." + key[len(prefix) :]] = state.pop(key)
 
 
 def build_model(config: NerfConfig, aabb: Tensor) -> nn.Module:
     """The model of ``config.method`` over the scene box ``aabb`` (2, 3)."""
     if config.method == "nerf":
         return NerfModel(aabb, config)
-    return NGPModel(aabb, config)
+    return HashGridNerf(aabb, config)

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from physinv.config import config_to_dict
 from physinv.core.camera import camera_rays
+from physinv.core.volume import PER_SAMPLE_KEYS
 from physinv.core.train import CHECKPOINT_NAME, LOG_NAME, FitResult, JsonlLog, fit, load_checkpoint, seed_everything
 from physinv.errors import input_error
 from physinv.io.dataset import ViewSet, load_views
@@ -29,8 +30,10 @@ from physinv.nerf.models import build_model
 from physinv.nerf.optim import InstantNGPAdam
 
 
-def mse_to_psnr(mse: float | Tensor) -> float:
-    """PSNR (dB) of colours in [0, 1] from their mean squared error."""
+def mse_to_psnr(mse: float | Tensor) -> float | Tensor:
+    """PSNR (dB) of colours in [0, 1] from their mean squared error (a tensor stays a tensor on its device)."""
+    if isinstance(mse, Tensor):
+        return -10.0 * torch.log10(mse.clamp(min=1e-12))
     return -10.0 * math.log10(max(float(mse), 1e-12))
 
 
@@ -54,11 +57,13 @@ def scene_aabb(views: ViewSet) -> Tensor:
 def sample_rays(views: ViewSet, n: int, generator: torch.Generator | None = None, crop: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
     """``n`` random pixel-centre rays of random views: origins (n, 3), dirs (n, 3), colours (n, 3).
 
+    The indices are drawn on the images' device (from ``generator``, which must live there, or
+    the device's global generator), so a training step does not wait for the host.
     ``crop`` < 1 draws the pixels from the central ``crop * H`` x ``crop * W`` window only."""
     device = views.images.device
     N, H, W = views.images.shape[:3]
     h, w = max(1, round(H * crop)), max(1, round(W * crop))
-    flat = torch.randint(0, N * h * w, (n,), generator=generator, device=generator.device if generator is not None else "cpu").to(device)
+    flat = torch.randint(0, N * h * w, (n,), generator=generator, device=device)
     view, pix = flat // (h * w), flat % (h * w)
     v, u = pix // w + (H - h) // 2, pix % w + (W - w) // 2
     pixels = torch.stack([u, v], -1).float() + 0.5
@@ -67,14 +72,20 @@ def sample_rays(views: ViewSet, n: int, generator: torch.Generator | None = None
 
 
 @torch.no_grad()
-def render_rays_chunked(model: torch.nn.Module, origins: Tensor, dirs: Tensor, background: Tensor, chunk: int = 8192) -> dict[str, Tensor]:
-    """Render many rays in chunks without gradients: rgb (R, 3), depth (R,), opacity (R,)."""
-    parts: dict[str, list[Tensor]] = {"rgb": [], "depth": [], "opacity": []}
+def render_rays_chunked(model: torch.nn.Module, origins: Tensor, dirs: Tensor, background: Tensor, chunk: int = 8192, **kwargs) -> dict[str, Tensor]:
+    """Render many rays in chunks without gradients; keeps every per-ray output (rgb (R, 3), depth
+    (R,), opacity (R,), ``rgb_coarse``, extra features, ...). The per-sample outputs (``samples``,
+    ``weights``, ``transmittance``) are dropped: ``ray_samples`` is the API for those.
+    ``kwargs`` go to ``model.render_rays`` (e.g. ``extra_features``)."""
+    parts: dict[str, list[Tensor]] = {}
     for o, d in zip(origins.split(chunk), dirs.split(chunk)):
-        out = model.render_rays(o, d, background, perturb=False)
-        for k in parts:
-            parts[k].append(out[k])
-    return {k: torch.cat(v) if v else origins.new_zeros((0,)) for k, v in parts.items()}
+        out = model.render_rays(o, d, background, perturb=False, **kwargs)
+        for k, v in out.items():
+            if k not in PER_SAMPLE_KEYS:
+                parts.setdefault(k, []).append(v)
+    if not parts:
+        return {"rgb": origins.new_zeros((0, 3)), "depth": origins.new_zeros((0,)), "opacity": origins.new_zeros((0,))}
+    return {k: torch.cat(v) for k, v in parts.items()}
 
 
 def eval_curve(log: list[dict]) -> list[tuple[float, float, int]]:
@@ -156,34 +167,39 @@ def train(
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.1 ** (1.0 / cfg.lr_decay_steps))
     background = views.background
 
-    eval_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    eval_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     eo, ed, ec = sample_rays(held_out, min(cfg.eval_rays, held_out.images[..., 0].numel()), eval_gen)
+    # the same number of fixed training rays: held-out vs training PSNR tells overfitting from noise
+    to, td, tc = sample_rays(views, min(cfg.eval_rays, views.images[..., 0].numel()), eval_gen)
 
-    def step_fn(step: int) -> dict[str, float]:
+    def step_fn(step: int) -> dict[str, Tensor | float]:
+        # no host synchronisation: the metrics stay tensors until the loop logs them
         model.train()
-        if cfg.method == "ngp":
-            model.update_grid(step)
+        model.update(step)
         crop = cfg.precrop_fraction if step < cfg.precrop_steps else 1.0
         o, d, target = sample_rays(views, cfg.batch_rays, crop=crop)
         out = model.render_rays(o, d, background, perturb=True)
         loss = F.mse_loss(out["rgb"], target)
-        metrics = {"loss": 0.0, "psnr": mse_to_psnr(loss.detach()), "samples_per_ray": float(out["n_samples"]) / cfg.batch_rays}
+        metrics = {"psnr": mse_to_psnr(loss.detach()), "samples_per_ray": len(out["samples"]) / cfg.batch_rays}
         if "rgb_coarse" in out:
             loss = loss + F.mse_loss(out["rgb_coarse"], target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        metrics["loss"] = float(loss.detach())
-        return metrics
+        return {"loss": loss.detach(), **metrics}
 
     def eval_fn(step: int) -> dict[str, float]:
         # eval_seconds lets a benchmark subtract evaluation from the training clock
         t0 = time.perf_counter()
         model.eval()
-        out = render_rays_chunked(model, eo, ed, background, cfg.chunk_rays)
-        value = mse_to_psnr(F.mse_loss(out["rgb"], ec))
-        return {"eval_psnr": value, "eval_seconds": time.perf_counter() - t0}
+        held = render_rays_chunked(model, eo, ed, background, cfg.chunk_rays)["rgb"]
+        seen = render_rays_chunked(model, to, td, background, cfg.chunk_rays)["rgb"]
+        return {
+            "eval_psnr": float(mse_to_psnr(F.mse_loss(held, ec))),
+            "train_rays_psnr": float(mse_to_psnr(F.mse_loss(seen, tc))),
+            "eval_seconds": time.perf_counter() - t0,
+        }
 
     ckpt_config = {
         "nerf": config_to_dict(cfg),

@@ -44,10 +44,10 @@ def test_march_uniform_covers_interval_exactly():
     tn, tf = torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 1.0, 3.05])
     for jitter in (None, torch.tensor([0.3, 0.5, 0.9])):
         s = march_uniform(tn, tf, 0.1, jitter=jitter)
-        lengths = torch.zeros(3).index_add(0, s["ray_indices"], s["t_ends"] - s["t_starts"])
+        lengths = torch.zeros(3).index_add(0, s.ray_indices, s.deltas)
         assert torch.allclose(lengths, tf - tn, atol=1e-5)
-        assert (s["ray_indices"] != 1).all()  # empty ray gets no sample
-        assert ((s["t_ends"] - s["t_starts"]) <= 0.1 + 1e-6).all()
+        assert (s.ray_indices != 1).all()  # empty ray gets no sample
+        assert (s.deltas <= 0.1 + 1e-6).all()
 
 
 def _blob_density(points):
@@ -71,12 +71,11 @@ def test_occupancy_grid_never_culls_density():
     o = torch.tensor([[-3.0, -0.2, 0.1], [-3.0, 0.8, 0.8]])
     d = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
     s = grid.sample(o, d, step=0.01)
-    assert (s["ray_indices"] == 0).sum() >= 0.4 / 0.01 - 1 and (s["ray_indices"] == 1).sum() == 0
-    mid = 0.5 * (s["t_starts"] + s["t_ends"])
-    full = march_uniform(s["t_near"][:1], s["t_far"][:1], 0.01)
-    full_mid = 0.5 * (full["t_starts"] + full["t_ends"])
-    dens_full = _blob_density(o[0] + d[0] * full_mid[:, None])
-    dens_kept = _blob_density(o[0] + d[0] * mid[s["ray_indices"] == 0][:, None])
+    assert (s.ray_indices == 0).sum() >= 0.4 / 0.01 - 1 and (s.ray_indices == 1).sum() == 0
+    t_near, t_far, _ = ray_aabb_intersect(o[:1], d[:1], aabb)
+    full = march_uniform(t_near, t_far, 0.01)
+    dens_full = _blob_density(o[0] + d[0] * full.t_mids[:, None])
+    dens_kept = _blob_density(o[0] + d[0] * s.t_mids[s.ray_indices == 0][:, None])
     assert torch.isclose(dens_full.sum(), dens_kept.sum())
 
 

@@ -15,16 +15,6 @@ from physinv.nerf.api import evaluate, load_run
 from physinv.nerf.config import NerfConfig
 from physinv.nerf.train import train
 
-# a small hash grid and few rays keep every run here at a few seconds on one CPU core
-TINY = dict(levels=8, log2_table_size=12, finest_resolution=64, batch_rays=256, grid_resolution=32, render_steps=96, samples_per_ray=32, eval_every=50, eval_rays=1024, checkpoint_every=50)
-
-
-@pytest.fixture(scope="module")
-def ngp_run(tiny_scene, tmp_path_factory):
-    torch.set_num_threads(1)
-    run = tmp_path_factory.mktemp("nerf") / "ngp"
-    result = train(tiny_scene, run, NerfConfig(method="ngp", steps=120, **dict(TINY, eval_every=20)), quiet=True)
-    return run, result
 
 
 def _cli(args):
@@ -52,7 +42,7 @@ def test_psnr_rises_on_tiny_scene(ngp_run):
 def test_occupancy_grid_keeps_all_density(ngp_run, tiny_scene):
     run, _ = ngp_run
     r = load_run(run)
-    grid = r.model.grid
+    grid = r.model.sampler.grid
     # 1. rendering with the trained grid equals rendering with nothing culled: the skipped space
     #    held no density that a ray could see
     from physinv.io.dataset import load_views
@@ -76,7 +66,7 @@ def test_occupancy_grid_keeps_all_density(ngp_run, tiny_scene):
     for _ in range(4):
         grid.update(r.model.density, n_cells=grid.density.numel())
     pts = r.aabb[0] + torch.rand(100000, 3) * (r.aabb[1] - r.aabb[0])
-    holds = r.density(pts) * r.model.step > 10 * grid.threshold
+    holds = r.density(pts) * r.model.sampler.step > 10 * grid.threshold
     assert holds.any() and grid.is_occupied(pts[holds]).all()
 
 
@@ -109,7 +99,7 @@ def test_exact_reproduction_scores_very_high_psnr(ngp_run, tiny_scene, monkeypat
 
 
 @pytest.mark.parametrize("sparse_grad", [False, True], ids=["dense-adam", "instant-ngp-sparse-adam"])
-def test_resume_continues_the_same_run(tiny_scene, tmp_path, sparse_grad):
+def test_resume_continues_the_same_run(tiny_scene, tmp_path, sparse_grad, TINY):
     torch.set_num_threads(1)
     cfg = dict(TINY, checkpoint_every=10, eval_every=1000, batch_rays=64, sparse_grad=sparse_grad)
     straight = tmp_path / "straight"
@@ -128,7 +118,7 @@ def test_resume_continues_the_same_run(tiny_scene, tmp_path, sparse_grad):
         train(tiny_scene, split, NerfConfig(method="plain", steps=50, **cfg), quiet=True)
 
 
-def test_faithful_nerf_and_plain_train(tiny_scene, tmp_path):
+def test_faithful_nerf_and_plain_train(tiny_scene, tmp_path, TINY):
     torch.set_num_threads(1)
     small = dict(width=32, coarse_samples=16, fine_samples=16, batch_rays=128, eval_every=20, eval_rays=512)
     res = train(tiny_scene, tmp_path / "nerf", NerfConfig(method="nerf", steps=60, lr=2e-3, **small), quiet=True)
@@ -158,13 +148,14 @@ def test_density_noise_revives_a_dead_start():
         with torch.no_grad():  # shift the density head so that its pre-activation is < -0.05 at every point
             raw = field.sigma_head(field.trunk(positional_encoding(field.normalise(pts), field.pos_freqs)))
             field.sigma_head.bias -= raw.max() + 0.05
-        sigma, rgb = field(pts, dirs)
+        out = field(pts, dirs)
+        sigma, rgb = out["sigma"], out["rgb"]
         if noise == 0.0:
             assert float(sigma.detach().max()) == 0.0  # the dead start
         (sigma.sum() + rgb.sum()).backward()
         grads[noise] = float(field.sigma_head.weight.grad.abs().sum())
         field.eval()
-        assert torch.equal(field(pts, dirs)[0], field(pts, dirs)[0])  # no noise outside training
+        assert torch.equal(field.density(pts), field.density(pts))  # no noise outside training
     assert grads[0.0] == 0.0 and grads[1.0] > 0.0
 
 
