@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from physinv.core.encoding import HashGridEncoding
 from physinv.core.field import MLP
-from physinv.core.volume import segment_sum
+from physinv.core.volume import RaySamples, composite_samples
 
 
 @dataclass
@@ -63,11 +63,8 @@ class InstanceField(nn.Module):
         return {"num_labels": self.num_labels, "geo_dim": self.geo_dim, **asdict(self.cfg)}
 
 
-def composite_logits(logits: Tensor, weights: Tensor, ray_indices: Tensor, n_rays: int, background: Tensor) -> Tensor:
-    """Eq. (5) in packed form: Σ_k w_k i_k per ray, plus (1 - opacity) * background.
-
-    logits (M, L), weights (M,), ray_indices (M,) -> (n_rays, L).
-    """
-    acc = segment_sum(weights[:, None] * logits, ray_indices, n_rays)
-    opacity = segment_sum(weights, ray_indices, n_rays)
-    return acc + (1.0 - opacity).clamp_min(0)[:, None] * background
+def composite_logits(logits: Tensor, weights: Tensor, samples: RaySamples, background: Tensor) -> Tensor:
+    """Eq. (5) in packed form, with the frozen NeRF's weights: Σ_k w_k i_k per ray, plus
+    (1 - Σ_k w_k) * background. logits (M, L), weights (M,) -> (n_rays, L)."""
+    out = composite_samples(weights, samples, {"logits": logits, "opacity": weights})
+    return out["logits"] + (1.0 - out["opacity"]).clamp_min(0)[:, None] * background

@@ -27,9 +27,7 @@ from torch import Tensor
 
 from physinv.core.camera import camera_rays, image_rays
 from physinv.core.metrics import matched_miou, pq_per_view, pq_scene
-from physinv.core.sampling import ray_aabb_intersect, stratified_samples
 from physinv.core.train import CHECKPOINT_NAME, fit, load_checkpoint, seed_everything
-from physinv.core.volume import weights_from_density_packed
 from physinv.errors import PhysinvError, input_error
 from physinv.instance.detector import load_detector
 from physinv.instance.field import InstanceField, InstanceFieldConfig, composite_logits
@@ -53,7 +51,6 @@ class InstanceConfig:
     matching: str = "greedy"  # greedy (the paper) | hungarian
     refine: bool = True
     direct: bool = False  # ablation (the paper's DM-NeRF row): train on the raw, inconsistent ids
-    samples_per_ray: int = 64
     seed: int = 0
 
     def check(self) -> "InstanceConfig":
@@ -80,43 +77,40 @@ def load_nerf(run_dir: str | Path, device) -> object:
     return load_run(run_dir, device)
 
 
-@torch.no_grad()
-def nerf_samples(run, origins: Tensor, dirs: Tensor, samples: int = 64) -> dict[str, Tensor]:
-    """Packed samples of the frozen NeRF for rays (R, 3): ``ray_indices`` (M,), ``positions`` (M, 3),
-    ``weights`` (M,), ``geo`` (M, F) geometry features, ``depth`` (R,), ``opacity`` (R,).
+MIN_WEIGHT = 1e-4  # samples that cannot change a pixel are dropped
 
-    Uniform samples at the bin centres over each ray's span in the scene box (deterministic, so
-    the instance field sees the same samples as its renders)."""
-    near, far, hit = ray_aabb_intersect(origins, dirs, run.aabb)
-    far = torch.where(hit, far, near)
-    t = stratified_samples(near, far, samples, perturb=False)  # (R, S)
-    n_rays = origins.shape[0]
-    delta = ((far - near) / samples)[:, None].expand_as(t)
-    ray_indices = torch.arange(n_rays, device=origins.device)[:, None].expand_as(t).reshape(-1)
-    positions = (origins[:, None] + t[..., None] * dirs[:, None]).reshape(-1, 3)
-    sigma = run.density(positions)
-    weights, _, _ = weights_from_density_packed(sigma, delta.reshape(-1), ray_indices, n_rays)
-    keep = weights > 1e-4  # samples that cannot change a pixel are dropped
-    opacity = torch.zeros(n_rays, device=origins.device).index_add(0, ray_indices, weights)
-    depth = torch.zeros(n_rays, device=origins.device).index_add(0, ray_indices, weights * t.reshape(-1))
-    return {
-        "ray_indices": ray_indices[keep], "positions": positions[keep], "weights": weights[keep],
-        "geo": positions.new_zeros(int(keep.sum()), 0), "depth": depth, "opacity": opacity, "n_rays": n_rays,
-    }
+
+def nerf_samples(run, origins: Tensor, dirs: Tensor) -> dict:
+    """The frozen NeRF along rays (R, 3), through the field protocol (``NerfRun.ray_samples``):
+    ``samples`` (RaySamples, weights > 1e-4 only), ``points`` (M, 3), ``weights`` (M,), ``geo`` (M, F)
+    the NeRF's geometry feature, ``depth`` (R,), ``opacity`` (R,). No gradients (the NeRF is frozen)."""
+    s = run.ray_samples(origins, dirs)
+    keep = s["weights"] > MIN_WEIGHT
+    return {"samples": s["samples"].select(keep), "points": s["points"][keep], "weights": s["weights"][keep],
+            "geo": s["geo_feature"][keep], "depth": s["depth"], "opacity": s["opacity"]}
 
 
 def nerf_geo_dim(run) -> int:
-    """Width of the NeRF's geometry feature that :func:`nerf_samples` returns."""
-    return 0
+    """Width F of the NeRF's geometry feature (probed on one ray through the box centre)."""
+    centre = 0.5 * (run.aabb[0] + run.aabb[1])
+    o = (centre + torch.tensor([0.0, 0.0, 10.0], device=run.device) * (run.aabb[1] - run.aabb[0]).max())[None]
+    return int(run.ray_samples(o, torch.tensor([[0.0, 0.0, -1.0]], device=run.device))["geo_feature"].shape[-1])
 
 
 @torch.no_grad()
-def nerf_depth_opacity(run, c2w: Tensor, intrinsics: Tensor, width: int, height: int, samples: int = 64, chunk: int = 4096) -> tuple[Tensor, Tensor]:
+def nerf_geometry_at(run, points: Tensor) -> dict[str, Tensor]:
+    """``sigma`` (N,) and ``geo_feature`` (N, F) of the NeRF's (fine) field at world points (N, 3)."""
+    field = run.model.fine if hasattr(run.model, "fine") else run.model.field
+    return field(points.to(run.device).float())
+
+
+@torch.no_grad()
+def nerf_depth_opacity(run, c2w: Tensor, intrinsics: Tensor, width: int, height: int, chunk: int = 4096) -> tuple[Tensor, Tensor]:
     """Depth and opacity (H, W) of one view, from :func:`nerf_samples`."""
-    o, d = image_rays(c2w.float(), intrinsics.float(), width, height)
+    o, d = image_rays(c2w.float().to(run.device), intrinsics.float().to(run.device), width, height)
     depth, opacity = [], []
     for oo, dd in zip(o.reshape(-1, 3).split(chunk), d.reshape(-1, 3).split(chunk)):
-        s = nerf_samples(run, oo, dd, samples)
+        s = nerf_samples(run, oo, dd)
         depth.append(s["depth"])
         opacity.append(s["opacity"])
     return torch.cat(depth).view(height, width), torch.cat(opacity).view(height, width)
@@ -126,23 +120,23 @@ def nerf_depth_opacity(run, c2w: Tensor, intrinsics: Tensor, width: int, height:
 # rendering the instance field
 
 
-def render_logits(field: InstanceField, run, origins: Tensor, dirs: Tensor, samples: int, chunk: int = 4096) -> dict[str, Tensor]:
+def render_logits(field: InstanceField, run, origins: Tensor, dirs: Tensor, chunk: int = 4096) -> dict[str, Tensor]:
     """Composited logits (R, L), NeRF depth (R,) and opacity (R,) for rays (R, 3)."""
     logits, depth, opacity = [], [], []
     for oo, dd in zip(origins.split(chunk), dirs.split(chunk)):
-        s = nerf_samples(run, oo, dd, samples)
-        per_sample = field(s["positions"], s["geo"])
-        logits.append(composite_logits(per_sample, s["weights"], s["ray_indices"], s["n_rays"], field.background()))
+        s = nerf_samples(run, oo, dd)
+        per_sample = field(s["points"], s["geo"])
+        logits.append(composite_logits(per_sample, s["weights"], s["samples"], field.background()))
         depth.append(s["depth"])
         opacity.append(s["opacity"])
     return {"logits": torch.cat(logits), "depth": torch.cat(depth), "opacity": torch.cat(opacity)}
 
 
 @torch.no_grad()
-def render_instance_map(field: InstanceField, run, c2w: Tensor, intrinsics: Tensor, width: int, height: int, samples: int = 64) -> dict[str, Tensor]:
+def render_instance_map(field: InstanceField, run, c2w: Tensor, intrinsics: Tensor, width: int, height: int) -> dict[str, Tensor]:
     """One view: ``labels`` (H, W) int64 argmax, ``probability`` (H, W) of that label, ``depth``."""
     o, d = image_rays(c2w.float().to(run.device), intrinsics.float().to(run.device), width, height)
-    out = render_logits(field, run, o.reshape(-1, 3), d.reshape(-1, 3), samples)
+    out = render_logits(field, run, o.reshape(-1, 3), d.reshape(-1, 3))
     prob = out["logits"].softmax(-1)
     p, lab = prob.max(-1)
     return {"labels": lab.view(height, width), "probability": p.view(height, width), "depth": out["depth"].view(height, width)}
@@ -182,7 +176,7 @@ def fit_instance(nerf_run: str | Path, data: str | Path, masks_dir: str | Path, 
     resumed = ckpt_path.is_file()
 
     # 1-2. detection, depth, matching (deterministic; recomputed on resume, cheap next to training)
-    depth, opacity = zip(*[nerf_depth_opacity(run, views.c2w[i], views.intrinsics[i], views.width, views.height, cfg.samples_per_ray) for i in range(len(views))])
+    depth, opacity = zip(*[nerf_depth_opacity(run, views.c2w[i], views.intrinsics[i], views.width, views.height) for i in range(len(views))])
     depth, opacity = torch.stack(depth), torch.stack(opacity)
     if cfg.direct:
         ids = torch.unique(masks[masks > 0])
@@ -211,7 +205,7 @@ def fit_instance(nerf_run: str | Path, data: str | Path, masks_dir: str | Path, 
     def refine_now() -> None:
         new = []
         for i in range(len(views)):
-            r = render_instance_map(field, run, views.c2w[i], views.intrinsics[i], views.width, views.height, cfg.samples_per_ray)
+            r = render_instance_map(field, run, views.c2w[i], views.intrinsics[i], views.width, views.height)
             lab = refine_labels(r["labels"].cpu().numpy(), views.images[i].cpu().numpy(), depth[i].cpu().numpy(), seed=cfg.seed)
             new.append(torch.as_tensor(lab, device=device))
         state["labels"] = torch.stack(new)
@@ -224,7 +218,7 @@ def fit_instance(nerf_run: str | Path, data: str | Path, masks_dir: str | Path, 
         pix = torch.stack([cols, rows], -1).reshape(-1, 2).float() + 0.5
         vi = v[:, None, None].expand_as(rows).reshape(-1)
         o, d = camera_rays(views.c2w[vi], views.intrinsics[vi], pix)
-        rendered = render_logits(field, run, o, d, cfg.samples_per_ray)
+        rendered = render_logits(field, run, o, d)
         target = state["labels"][vi, rows.reshape(-1), cols.reshape(-1)]
         ce = instance_cross_entropy(rendered["logits"], target)
         shape = (cfg.patches, cfg.patch, cfg.patch)
@@ -266,10 +260,6 @@ class InstanceRun:
     grid_labels: Tensor  # (X, Y, Z) NeRF-RCNN's 3D masks
     run_dir: Path
 
-    @property
-    def samples(self) -> int:
-        return int(self.meta["instance"]["samples_per_ray"])
-
     @torch.no_grad()
     def query(self, points: Tensor, min_density: float | None = None) -> tuple[Tensor, Tensor]:
         """Instance id (N,) int64 and its probability (N,) at world points (N, 3). Points where the
@@ -278,15 +268,15 @@ class InstanceRun:
         pts = points.to(self.field.aabb.device).float()
         if min_density is None:
             min_density = math.log(2.0) / (float((self.field.aabb[1] - self.field.aabb[0]).max()) / 128)
-        sigma = self.nerf.density(pts)
-        geo = pts.new_zeros(len(pts), 0)
-        prob = self.field(pts, geo).softmax(-1)
+        nerf = nerf_geometry_at(self.nerf, pts)
+        sigma = nerf["sigma"]
+        prob = self.field(pts, nerf["geo_feature"]).softmax(-1)
         p, lab = prob.max(-1)
         empty = sigma < min_density
         return torch.where(empty, torch.zeros_like(lab), lab), torch.where(empty, torch.ones_like(p), p)
 
     def render(self, c2w: Tensor, intrinsics: Tensor, width: int, height: int) -> dict[str, Tensor]:
-        return render_instance_map(self.field, self.nerf, c2w, intrinsics, width, height, self.samples)
+        return render_instance_map(self.field, self.nerf, c2w, intrinsics, width, height)
 
 
 def load_instance_run(run_dir: str | Path, device: str | torch.device = "cpu") -> InstanceRun:
