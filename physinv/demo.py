@@ -20,6 +20,7 @@ SECTIONS = {
     "synth": "physinv.synth.demo",
     "radiative": "physinv.radiative.demo",
     "nerf": "physinv.nerf.demo",
+    "instance": "physinv.instance.demo",
 }
 
 
