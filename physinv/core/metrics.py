@@ -221,3 +221,16 @@ def matched_miou(pred_ids: torch.Tensor, target_ids: torch.Tensor) -> torch.Tens
     agree across views. NaN when the target has no instance."""
     m = hungarian_match(pred_ids, target_ids)
     return m["iou"].mean() if len(m["iou"]) else torch.tensor(float("nan"), dtype=torch.float64, device=pred_ids.device)
+
+
+def instance_scores(pred_ids: torch.Tensor, target_ids: torch.Tensor) -> dict[str, float]:
+    """The instance scores of a set of views (N, H, W) as floats: ``pq`` (per view, averaged),
+    ``pq_scene``, ``miou`` (Hungarian-matched per view, averaged) and ``miou_scene`` (matched over
+    all views at once, so ids must agree across views)."""
+    per_view = torch.stack([matched_miou(pred_ids[i], target_ids[i]) for i in range(pred_ids.shape[0])]).nanmean()
+    return {
+        "pq": float(pq_per_view(pred_ids, target_ids)),
+        "pq_scene": float(pq_scene(pred_ids, target_ids)),
+        "miou": float(per_view),
+        "miou_scene": float(matched_miou(pred_ids, target_ids)),
+    }

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from physinv.core.camera import camera_rays, image_rays
-from physinv.core.metrics import matched_miou, pq_per_view, pq_scene
+from physinv.core.metrics import instance_scores
 from physinv.core.train import CHECKPOINT_NAME, fit, load_checkpoint, seed_everything
 from physinv.errors import PhysinvError, input_error
 from physinv.instance.detector import load_detector
@@ -304,11 +304,7 @@ def evaluate_instance(run_dir: str | Path, data: str | Path | None = None, split
     views = load_views(data, split, device=device, maps=("instance",))
     gt = views.maps["instance"]
     pred = torch.stack([run.render(views.c2w[i], views.intrinsics[i], views.width, views.height)["labels"] for i in range(len(views))])
-    per_view_miou = torch.stack([matched_miou(pred[i], gt[i]) for i in range(len(views))]).nanmean()
-    return {
-        "split": split, "views": len(views), "pq": float(pq_per_view(pred, gt)), "pq_scene": float(pq_scene(pred, gt)),
-        "miou": float(per_view_miou), "miou_scene": float(matched_miou(pred, gt)), "instances": int(run.meta["num_labels"]) - 1,
-    }
+    return {"split": split, "views": len(views), **instance_scores(pred, gt), "instances": int(run.meta["num_labels"]) - 1}
 
 
 def masks_metrics(masks_dir: str | Path, data: str | Path, split: str = "test") -> dict:
@@ -317,10 +313,5 @@ def masks_metrics(masks_dir: str | Path, data: str | Path, split: str = "test") 
     from physinv.io.transforms import read_transforms
 
     masks, _ = load_masks(masks_dir, [f.image_path for f in read_transforms(views.source).frames], views.width, views.height)
-    gt = views.maps["instance"]
-    return {"pq": float(pq_per_view(masks, gt)), "pq_scene": float(pq_scene(masks, gt)),
-            "miou": float(torch.stack([matched_miou(masks[i], gt[i]) for i in range(len(gt))]).nanmean())}
+    return instance_scores(masks, views.maps["instance"])
 
-
-def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=1) + "\n")

@@ -164,11 +164,11 @@ def write_noisy_masks(
     """Corrupt every view's ground-truth instance map of ``<data_dir>`` ``split`` and write the masks
     folder ``out_dir`` (see the module docstring). Classes are the objects' ``shape`` from the data
     set's ``objects`` list. Returns a summary with the noisy masks' own ``pq`` (per view, averaged),
-    ``pq_scene`` and ``miou`` (Hungarian-matched, per view, averaged) against the ground truth.
+    ``pq_scene``, ``miou`` and ``miou_scene`` against the ground truth (``core.metrics.instance_scores``).
     """
     import torch
 
-    from physinv.core.metrics import matched_miou, pq_per_view, pq_scene
+    from physinv.core.metrics import instance_scores
     from physinv.io.dataset import load_views
     from physinv.io.images import write_image
 
@@ -197,13 +197,10 @@ def write_noisy_masks(
         (out / "classes.json").write_text(json.dumps(written, indent=1) + "\n")
     else:
         (out / "classes.json").unlink(missing_ok=True)
-    pred, target = torch.as_tensor(np.stack(noisy_all)), torch.as_tensor(gt)
-    miou = torch.stack([matched_miou(pred[i], target[i]) for i in range(len(pred))]).nanmean()
+    scores = instance_scores(torch.as_tensor(np.stack(noisy_all)), torch.as_tensor(gt))
     (out / "noise.json").write_text(json.dumps({"data": str(data_dir), "split": split, "seed": seed, **asdict(noise)}, indent=1) + "\n")
     return {
         "views": len(frames),
-        "pq": float(pq_per_view(pred, target)),
-        "pq_scene": float(pq_scene(pred, target)),
-        "miou": float(miou),
+        **scores,
         "out": str(out),
     }
