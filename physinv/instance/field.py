@@ -66,5 +66,5 @@ class InstanceField(nn.Module):
 def composite_logits(logits: Tensor, weights: Tensor, samples: RaySamples, background: Tensor) -> Tensor:
     """Eq. (5) in packed form, with the frozen NeRF's weights: Σ_k w_k i_k per ray, plus
     (1 - Σ_k w_k) * background. logits (M, L), weights (M,) -> (n_rays, L)."""
-    out = composite_samples(weights, samples, {"logits": logits, "opacity": weights})
+    out = composite_samples(weights, samples, {"logits": logits, "opacity": torch.ones_like(weights)})
     return out["logits"] + (1.0 - out["opacity"]).clamp_min(0)[:, None] * background

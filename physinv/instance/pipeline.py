@@ -15,13 +15,11 @@ NeRF's geometry feature for a batch of rays).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 

@@ -3,7 +3,6 @@
 import shutil
 
 import numpy as np
-import pytest
 import torch
 
 from physinv.io.images import write_image
