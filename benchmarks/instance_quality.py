@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--fit-minutes", type=float, default=3.0)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--detector", default=None)
+    ap.add_argument("--score-threshold", type=float, default=0.5, help="NeRF-RCNN score threshold (the paper: 0.5)")
     ap.add_argument("--out", default="/tmp/instance_bench")
     args = ap.parse_args()
 
@@ -84,7 +85,7 @@ def main() -> None:
         write_noisy_masks(data, "test", root / "masks_test", seed=s + 1000)
         row = {"scene": s, "segmenter": masks_metrics(root / "masks_test", data, "test")}
         for name in args.variants.split(","):
-            cfg = InstanceConfig(steps=100_000, seed=s, **VARIANTS[name])
+            cfg = InstanceConfig(steps=100_000, seed=s, score_threshold=args.score_threshold, **VARIANTS[name])
             run = root / f"inst_{name}"
             try:
                 fit_instance(nerf, data, root / "masks", run, cfg, detector=args.detector, max_minutes=args.fit_minutes, device=device, quiet=True)

@@ -77,6 +77,7 @@ def fit_cmd(
     smoothness: Annotated[float, typer.Option("--smoothness", help="weight of the depth-weighted smoothness term (0 = off)")] = 1.0,
     refine: Annotated[bool, typer.Option("--refine/--no-refine", help="superpixel refinement of the rendered masks, then retraining")] = True,
     direct: Annotated[bool, typer.Option("--direct", help="ablation: no detector or matching, train on the raw ids")] = False,
+    score_threshold: Annotated[float, typer.Option("--score-threshold", help="NeRF-RCNN detections kept (the paper: 0.5)")] = 0.5,
     device: Device = "auto",
     seed: Seed = 0,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
@@ -86,7 +87,7 @@ def fit_cmd(
     from physinv.instance.pipeline import InstanceConfig, fit_instance
     from physinv.io.runs import emit_metrics
 
-    cfg = InstanceConfig(matching=matching, smoothness=smoothness, refine=refine, direct=direct, seed=seed)
+    cfg = InstanceConfig(matching=matching, smoothness=smoothness, refine=refine, direct=direct, score_threshold=score_threshold, seed=seed)
     if steps is not None:
         cfg.steps = steps
     emit_metrics(fit_instance(nerf_run, data, masks, out, cfg, detector=detector, max_minutes=max_minutes,

@@ -42,10 +42,11 @@ def sample_grid(density_fn: DensityFn, radiance_fn: RadianceFn, aabb: Tensor, sh
 
 
 @torch.no_grad()
-def detect_instances(model: NerfRcnn, grid: Tensor, aabb: Tensor) -> dict[str, Tensor]:
+def detect_instances(model: NerfRcnn, grid: Tensor, aabb: Tensor, score_threshold: float | None = None) -> dict[str, Tensor]:
     """Run the detector on a grid over ``aabb``: ``labels`` (X, Y, Z) int64 3D instance masks
-    (k = detection k-1), ``boxes`` (D, 6) in world units, ``scores`` (D,), ``classes`` (D,)."""
-    det = model.detect(grid)
+    (k = detection k-1), ``boxes`` (D, 6) in world units, ``scores`` (D,), ``classes`` (D,).
+    score_threshold: None = the detector's own (the paper's 0.5)."""
+    det = model.detect(grid, score_threshold)
     shape = tuple(grid.shape[1:])
     labels = paste_masks(det, shape)
     corners = det["boxes"].reshape(-1, 2, 3)

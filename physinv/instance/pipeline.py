@@ -47,6 +47,7 @@ class InstanceConfig:
     lr: float = 1e-2
     smoothness: float = 1.0  # λ_r of the depth-weighted smoothness term
     matching: str = "greedy"  # greedy (the paper) | hungarian
+    score_threshold: float = 0.5  # NeRF-RCNN detections kept (the paper's 0.5)
     refine: bool = True
     direct: bool = False  # ablation (the paper's DM-NeRF row): train on the raw, inconsistent ids
     seed: int = 0
@@ -187,7 +188,7 @@ def fit_instance(nerf_run: str | Path, data: str | Path, masks_dir: str | Path, 
     else:
         model = load_detector(detector, device)
         grid = sample_grid(run.density, run.radiance, run.aabb, detector_grid_shape(run.aabb, model.cfg.grid_res))
-        det = detect_instances(model, grid, run.aabb)
+        det = detect_instances(model, grid, run.aabb, cfg.score_threshold)
         projected = project_instances(det["labels"], run.aabb, views.c2w, views.intrinsics, views.width, views.height, depth, opacity)
         labels = match_masks(masks, projected, cfg.matching)
         num_labels = len(det["boxes"]) + 1
