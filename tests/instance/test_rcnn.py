@@ -105,3 +105,28 @@ def test_not_a_detector_is_one_line(tmp_path, cli_error):
     torch.save({"x": torch.zeros(1)}, bogus)
     with pytest.raises(Exception, match="not a NeRF-RCNN detector"):
         load_detector(bogus)
+
+
+def test_make_scenes_command(tmp_path, run_cli):
+    from physinv.instance.scenes import list_scenes, load_scene
+
+    line = run_cli(["instance", "make-scenes", "--out", tmp_path / "s", "--count", "3", "--res", "16", "--seed", "2"])
+    assert line["scenes"] == 3 and line["objects"] >= 6
+    files = list_scenes(tmp_path / "s")
+    scene = load_scene(files[0])
+    assert scene["grid"].shape == (4, 16, 16, 16) and scene["grid"].dtype == np.float32
+
+
+def test_sample_grid_of_an_analytic_sphere():
+    from physinv.instance.nerf_grid import detector_grid_shape, sample_grid
+
+    aabb = torch.tensor([[-1.0, -1, -1], [1, 1, 1]])
+    density = lambda p: torch.where(p.norm(dim=-1) < 0.5, 500.0, 0.0)  # noqa: E731
+    radiance = lambda p, d: (d * 0.5 + 0.5).expand_as(p)  # noqa: E731 - view-dependent: the mean over ± axes is 0.5
+    shape = detector_grid_shape(aabb, 16)
+    grid = sample_grid(density, radiance, aabb, shape)
+    assert shape == (16, 16, 16) and grid.shape == (4, 16, 16, 16)
+    centres = (torch.arange(16) + 0.5) / 8 - 1
+    r = torch.stack(torch.meshgrid(centres, centres, centres, indexing="ij"), -1).norm(dim=-1)
+    assert torch.allclose(grid[3], torch.where(r < 0.5, 1 - torch.exp(torch.tensor(-500.0 * 0.125)), torch.tensor(0.0)))
+    assert torch.allclose(grid[:3], torch.full_like(grid[:3], 0.5))
