@@ -19,12 +19,16 @@ Input: a (4, X, Y, Z) grid of radiance (RGB) and alpha sampled over the scene bo
 
 Deviations (numbered, each tied to a test or stated):
 1. The backbone is a small CNN with GroupNorm (space-to-depth stem, 16-32-64 channels, FPN 24) instead of VGG19: the detector
-   has to train on 2 CPU cores in minutes and ship in <= 5 MB (test_detector_file_is_small).
+   has to train on 2 CPU cores in minutes and ship in <= 5 MB (test_untrained_detector_runs_and_file_is_small).
 2. Classification uses softmax cross-entropy (the main text's "multi-class cross-entropy"); the
    appendix's eq. (13) writes a sigmoid BCE per class. Both train the same argmax.
 3. Detection NMS at 0.15 is class-agnostic (objects do not interpenetrate), so two classes on one
    object cannot both survive.
 4. RoIAlign reads only the stride-4 level (the scenes hold few, mid-sized objects).
+5. The shipped detector reads 32^3 grids (``grid_res``), below the paper's 64-160: CPU training
+   time (any multiple of 8 works; ``make-scenes --res 64`` + ``train-detector`` for a finer one).
+6. Only ``mask_rois`` (8) positive RoIs per scene train the mask head, and RPN positives use FCOS
+   centre sampling (1.5 strides) without FCOS's per-level size ranges (two levels only).
 """
 
 from __future__ import annotations
