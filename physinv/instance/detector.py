@@ -117,7 +117,7 @@ def train_detector(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
         sched.step()
-        return {k: float(v) for k, v in losses.items()}
+        return {k: float(v.detach()) for k, v in losses.items()}
 
     t0 = time.perf_counter()
     result = fit(
