@@ -80,7 +80,9 @@ def main() -> None:
             synthesize(data, spec=random_spec(s), views=args.views, test_views=4, res=args.res, spp=32, seed=s, progress=False)
         nerf = root / "nerf"
         if not (nerf / "checkpoint.pt").is_file():
-            train(data, nerf, NerfConfig(method="ngp", seed=s, steps=100_000), device=device, max_minutes=args.nerf_minutes, quiet=True)
+            # a small hash grid: the default (T = 2^19, 16 levels) is slow on a CPU
+            small = dict(levels=12, log2_table_size=15, finest_resolution=128, batch_rays=1024, grid_resolution=48, render_steps=128)
+            train(data, nerf, NerfConfig(method="ngp", seed=s, steps=100_000, **small), device=device, max_minutes=args.nerf_minutes, quiet=True)
         write_noisy_masks(data, "train", root / "masks", seed=s)
         write_noisy_masks(data, "test", root / "masks_test", seed=s + 1000)
         row = {"scene": s, "segmenter": masks_metrics(root / "masks_test", data, "test")}
