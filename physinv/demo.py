@@ -22,6 +22,7 @@ SECTIONS = {
     "nerf": "physinv.nerf.demo",
     "relight": "physinv.relight.demo",
     "sft": "physinv.sft.demo",
+    "instance": "physinv.instance.demo",
 }
 
 

@@ -20,7 +20,7 @@ def test_user_error_is_one_line_exit_2(capsys):
         main(["demo", "--only", "nosuch", "--out", "unused"])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["physinv: error: --only: unknown section(s) nosuch (known: synth, radiative, nerf, relight, sft)"]
+    assert err == ["physinv: error: --only: unknown section(s) nosuch (known: synth, radiative, nerf, relight, sft, instance)"]
 
 
 def test_emit_metrics_last_line_and_file(tmp_path, capsys):

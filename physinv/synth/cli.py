@@ -67,3 +67,29 @@ def inspect(
         "aabb": None if views.aabb is None else views.aabb.tolist(),
     }
     print(json.dumps(summary), flush=True)
+
+
+@app.command("noisy-masks")
+def noisy_masks(
+    data: Annotated[Path, typer.Argument(help="data folder written by `physinv synth scene` (per-frame instance_path)")],
+    out: Annotated[Path, typer.Option("--out", help="masks folder to write (one PNG per view)")],
+    split: Annotated[str, typer.Option("--split", help="train | test ...")] = "train",
+    boundary_px: Annotated[int, typer.Option("--boundary-px", help="max erosion/dilation radius per instance, pixels")] = 1,
+    p_merge: Annotated[float, typer.Option("--p-merge", help="probability that a touching pair is merged")] = 0.1,
+    p_split: Annotated[float, typer.Option("--p-split", help="probability that an instance is cut in two")] = 0.1,
+    p_miss: Annotated[float, typer.Option("--p-miss", help="probability that an instance is missed (unlabelled)")] = 0.1,
+    false_blobs: Annotated[float, typer.Option("--false-blobs", help="mean number of false blobs per view")] = 0.3,
+    p_class: Annotated[float, typer.Option("--p-class", help="probability of class confusion (with --classes)")] = 0.1,
+    classes: Annotated[bool, typer.Option("--classes/--no-classes", help="also write classes.json (object shapes as classes)")] = False,
+    seed: Seed = 0,
+) -> None:
+    """Simulate an imperfect 2D instance segmenter from the ground-truth instance maps.
+
+    Writes one PNG per view named after the view's image, with arbitrary ids per view (0 =
+    unlabelled); prints one JSON line with the noisy masks' own pq, pq_scene and miou.
+    """
+    from physinv.io.runs import emit_metrics
+    from physinv.synth.noisy_masks import MaskNoise, write_noisy_masks
+
+    noise = MaskNoise(boundary_px, p_merge, p_split, p_miss, false_blobs, p_class)
+    emit_metrics(write_noisy_masks(data, split, out, noise, seed=seed, with_classes=classes), out)
