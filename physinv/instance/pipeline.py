@@ -89,20 +89,6 @@ def nerf_samples(run, origins: Tensor, dirs: Tensor) -> dict:
             "geo": s["geo_feature"][keep], "depth": s["depth"], "opacity": s["opacity"]}
 
 
-def nerf_geo_dim(run) -> int:
-    """Width F of the NeRF's geometry feature (probed on one ray through the box centre)."""
-    centre = 0.5 * (run.aabb[0] + run.aabb[1])
-    o = (centre + torch.tensor([0.0, 0.0, 10.0], device=run.device) * (run.aabb[1] - run.aabb[0]).max())[None]
-    return int(run.ray_samples(o, torch.tensor([[0.0, 0.0, -1.0]], device=run.device))["geo_feature"].shape[-1])
-
-
-@torch.no_grad()
-def nerf_geometry_at(run, points: Tensor) -> dict[str, Tensor]:
-    """``sigma`` (N,) and ``geo_feature`` (N, F) of the NeRF's (fine) field at world points (N, 3)."""
-    field = run.model.fine if hasattr(run.model, "fine") else run.model.field
-    return field(points.to(run.device).float())
-
-
 @torch.no_grad()
 def nerf_depth_opacity(run, c2w: Tensor, intrinsics: Tensor, width: int, height: int, chunk: int = 4096) -> tuple[Tensor, Tensor]:
     """Depth and opacity (H, W) of one view, from :func:`nerf_samples`."""
@@ -196,7 +182,7 @@ def fit_instance(nerf_run: str | Path, data: str | Path, masks_dir: str | Path, 
         raise PhysinvError(f"{nerf_run}: NeRF-RCNN found no object in this NeRF (nothing to segment)")
     matched_fraction = float(((labels > 0).sum() / (masks > 0).sum().clamp_min(1)).item())
 
-    field = InstanceField(num_labels, nerf_geo_dim(run), run.aabb, InstanceFieldConfig()).to(device)
+    field = InstanceField(num_labels, run.geo_feature_dim, run.aabb, InstanceFieldConfig()).to(device)
     opt = torch.optim.Adam(field.parameters(), lr=cfg.lr, eps=1e-15)
     refine_step = int(round(cfg.refine_at * cfg.steps)) if cfg.refine and not cfg.direct else cfg.steps + 1
     state = {"labels": labels, "refined": torch.tensor(0)}
@@ -267,7 +253,7 @@ class InstanceRun:
         pts = points.to(self.field.aabb.device).float()
         if min_density is None:
             min_density = math.log(2.0) / (float((self.field.aabb[1] - self.field.aabb[0]).max()) / 128)
-        nerf = nerf_geometry_at(self.nerf, pts)
+        nerf = self.nerf.geometry(pts)
         sigma = nerf["sigma"]
         prob = self.field(pts, nerf["geo_feature"]).softmax(-1)
         p, lab = prob.max(-1)

@@ -55,6 +55,19 @@ class NerfRun:
         out = [self.model.radiance(p.to(self.device).float(), d.to(self.device).float()) for p, d in zip(points.split(chunk), dirs.split(chunk))]
         return torch.cat(out) if out else points.new_zeros(0, 3)
 
+    @torch.no_grad()
+    def geometry(self, points: Tensor, chunk: int = 65536) -> dict[str, Tensor]:
+        """``sigma`` (N,) and ``geo_feature`` (N, F) at world points (N, 3): what another field reads from this one."""
+        parts = [self.model.geometry(p.to(self.device).float()) for p in points.split(chunk)]
+        if not parts:
+            return {"sigma": points.new_zeros(0), "geo_feature": points.new_zeros(0, self.geo_feature_dim)}
+        return {k: torch.cat([part[k] for part in parts]) for k in ("sigma", "geo_feature")}
+
+    @property
+    def geo_feature_dim(self) -> int:
+        """Width F of ``geo_feature``: the trunk width (nerf) or 1 + geo_features (ngp, plain)."""
+        return self.config.width if self.config.method == "nerf" else 1 + self.config.geo_features
+
     def render_rays(self, origins: Tensor, dirs: Tensor, background: Tensor | None = None, extra_features=None) -> dict[str, Tensor]:
         """Per ray: rgb (R, 3), depth (R,) (expected distance along the ray), opacity (R,), and each
         per-sample head of ``extra_features(points (M, 3), dirs (M, 3), field_out) -> dict``

@@ -34,10 +34,20 @@ Methods:
   ``sparse_grad = true`` (:class:`physinv.nerf.optim.InstantNGPAdam`, sparse gradients of the hashed
   levels, each entry bias-corrected by its own step count). It is off by default: in pure PyTorch on
   a CPU it costs more per step than one dense Adam pass and reached the plain model's PSNR later
-  (benchmarks/RESULTS.md); on a GPU it is unmeasured.
+  (benchmarks/RESULTS.md); on a GPU it is unmeasured. The dense Adam is PyTorch's fused kernel.
+  The hash grid runs physinv's fused CPU kernel when it is built (``hash_backend = auto``; ``torch``
+  is the pure-PyTorch reference and the CUDA path, see :mod:`physinv.core.hashgrid_cpu`).
+  The learning rate follows ``lr_schedule = run``: ``lr * 0.1^f`` with ``f`` the share of the run
+  done, by ``--steps`` or ``--max-minutes``, whichever ends it (instant-ngp and nerfacc decay the
+  rate over their fixed step counts; here a run of any length ends annealed). Measured on an
+  unseen 64x64 scene (benchmarks/RESULTS.md): at a constant rate the held-out PSNR plateaus while
+  the training rays' PSNR keeps climbing (the model overfits 100 small views), and consecutive
+  evaluations swing by up to 0.8 dB, so a run stopped at an arbitrary moment could be worse than
+  an earlier one; annealed, the swings shrink and the last model is the best one.
 * ``plain`` — the same field as ``ngp`` (``density_bias`` included) with ``samples_per_ray``
   uniform stratified samples in the scene box and no occupancy grid (the reference configuration
-  of the speed benchmark): dense ``torch.optim.Adam`` 1e-2, betas (0.9, 0.99), eps 1e-15, no L2.
+  of the speed benchmark, which runs it on the pure-PyTorch encoding): dense ``torch.optim.Adam``
+  1e-2, betas (0.9, 0.99), eps 1e-15, no L2, the same ``run`` schedule.
 """
 
 from __future__ import annotations

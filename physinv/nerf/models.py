@@ -14,7 +14,8 @@ A *model* pairs fields with a sampler and exposes
 * ``ray_samples(origins, dirs, perturb=False) -> dict``: the packed ``samples``, their ``points``,
   ``weights``, ``sigma`` and ``geo_feature``, and per ray ``depth``/``opacity`` — what a second field
   (instances, materials) needs to be trained along this one's samples;
-* ``density(points)``, ``radiance(points, dirs)``, and ``update(step)`` (between training steps).
+* ``density(points)``, ``radiance(points, dirs)``, ``geometry(points)`` (``sigma`` and
+  ``geo_feature``), and ``update(step)`` (between training steps).
 
 Methods: ``nerf`` (:class:`NerfModel`, a coarse and a fine :class:`NeRFField`, hierarchical
 sampling), ``ngp`` and ``plain`` (:class:`HashGridNerf`: one :class:`NGPField` with an
@@ -189,6 +190,10 @@ class NerfModel(nn.Module):
     def radiance(self, points: Tensor, dirs: Tensor) -> Tensor:
         return self.fine(points, dirs)["rgb"]
 
+    def geometry(self, points: Tensor) -> dict[str, Tensor]:
+        """``sigma`` (N,) and ``geo_feature`` (N, width) of the fine field at points (N, 3)."""
+        return self.fine(points)
+
     def update(self, step: int) -> None:
         """Nothing between steps (no occupancy grid)."""
 
@@ -244,6 +249,10 @@ class HashGridNerf(nn.Module):
 
     def radiance(self, points: Tensor, dirs: Tensor) -> Tensor:
         return self.field(points, dirs)["rgb"]
+
+    def geometry(self, points: Tensor) -> dict[str, Tensor]:
+        """``sigma`` (N,) and ``geo_feature`` (N, 1 + geo_features) of the field at points (N, 3)."""
+        return self.field(points)
 
     def update(self, step: int) -> None:
         """Before training step ``step``: the sampler's update (the occupancy grid's EMA, ``ngp``)."""

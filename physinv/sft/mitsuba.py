@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from physinv.synth.scene import _near_plane_offset, _render, _sensor
+from physinv.synth.scene import mitsuba_sensor, near_plane_offset, render_film
 from physinv.synth.variant import select_variant, use_variant
 
 
 def opencv_to_mitsuba_camera(world_to_camera: np.ndarray, intrinsics: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """OpenCV (w2c, (fx, fy, cx, cy) with centres at integers) -> OpenGL c2w and intrinsics with
-    centres at +0.5, as ``physinv.core.camera`` and ``physinv.synth.scene._sensor`` take them."""
+    centres at +0.5, as ``physinv.core.camera`` and ``physinv.synth.scene.mitsuba_sensor`` take them."""
     c2w = np.linalg.inv(np.asarray(world_to_camera, np.float64)) @ np.diag([1.0, -1.0, -1.0, 1.0])
     fx, fy, cx, cy = (float(v) for v in intrinsics)
     return c2w, np.array([fx, fy, cx + 0.5, cy + 0.5])
@@ -55,23 +55,19 @@ def render_mesh(
     variant = variant or select_variant()
     mi = use_variant(variant)
     c2w, intr = opencv_to_mitsuba_camera(world_to_camera, intrinsics)
-    # synth.scene._sensor writes principal_point_offset = (c - size/2)/size, which Mitsuba applies
-    # with the opposite sign (measured: an off-centre principal point moved the image the other way;
-    # synth itself only uses centred ones), so hand it the principal point mirrored about the centre.
-    sensor_intr = np.array([intr[0], intr[1], width - intr[2], height - intr[3]])
     reflectance = {"type": "bitmap", "filename": str(texture)} if texture is not None else {"type": "rgb", "value": [0.7, 0.7, 0.7]}
     bsdf = mi.load_dict({"type": "twosided", "bsdf": {"type": "diffuse", "reflectance": reflectance}})
     shape = _mesh(mi, variant, np.asarray(vertices, np.float64), np.asarray(faces, np.int64), None if uvs is None else np.asarray(uvs, np.float64))
     shape.set_bsdf(bsdf)
     rgb_scene = mi.load_dict({"type": "scene", "integrator": {"type": "path", "max_depth": 4, "hide_emitters": True},
                               "cloth": shape, "light": {"type": "constant", "radiance": {"type": "rgb", "value": 1.0}}})
-    rgba = _render(mi, rgb_scene, _sensor(mi, c2w, sensor_intr, width, height, spp, exact=False), seed, spp)
+    rgba = render_film(mi, rgb_scene, mitsuba_sensor(mi, c2w, intr, width, height, spp, exact=False), seed, spp)
     shape2 = _mesh(mi, variant, np.asarray(vertices, np.float64), np.asarray(faces, np.int64), None)
     shape2.set_bsdf(mi.load_dict({"type": "diffuse"}))
     aov_scene = mi.load_dict({"type": "scene", "integrator": {"type": "aov", "aovs": "dd:depth"}, "cloth": shape2})
-    bitmap = _render(mi, aov_scene, _sensor(mi, c2w, sensor_intr, width, height, 1, exact=True), 0, 1)
+    bitmap = render_film(mi, aov_scene, mitsuba_sensor(mi, c2w, intr, width, height, 1, exact=True), 0, 1)
     hit = bitmap[..., 4] > 0
-    distance = bitmap[..., 4].astype(np.float64) + _near_plane_offset(intr, width, height)
+    distance = bitmap[..., 4].astype(np.float64) + near_plane_offset(intr, width, height)
     fx, fy, cx, cy = (float(v) for v in intrinsics)
     u = (np.arange(width) - cx) / fx
     v = (np.arange(height) - cy) / fy

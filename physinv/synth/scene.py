@@ -189,9 +189,14 @@ def _mesh_with_bsdf(mi, variant: str, key: str, mesh, bsdf: dict):
     return shape
 
 
-def _sensor(mi, c2w: np.ndarray, intrinsics: np.ndarray, width: int, height: int, spp: int, exact: bool):
-    """Mitsuba perspective sensor for an OpenGL c2w (Mitsuba's camera looks along +z with +x to the left,
-    so to_world = c2w @ diag(-1, 1, -1, 1))."""
+def mitsuba_sensor(mi, c2w: np.ndarray, intrinsics: np.ndarray, width: int, height: int, spp: int, exact: bool):
+    """Mitsuba perspective sensor for an OpenGL c2w and intrinsics (fx, fy, cx, cy), pixel centres at
+    +0.5 (Mitsuba's camera looks along +z with +x to the left, so to_world = c2w @ diag(-1, 1, -1, 1)).
+    ``exact``: one unjittered sample at each pixel centre (for depth, normal and id maps).
+
+    Mitsuba moves the image the other way from the principal point (an off-centre principal point
+    shifted the render away from where the pinhole model puts it, measured by the sft work), so
+    the offset it is given is ``(size/2 - c) / size``."""
     fx, fy, cx, cy = (float(v) for v in intrinsics)
     if not math.isclose(fx, fy, rel_tol=1e-6):
         raise PhysinvError("synth: Mitsuba's perspective sensor needs square pixels (fx == fy)")
@@ -201,8 +206,8 @@ def _sensor(mi, c2w: np.ndarray, intrinsics: np.ndarray, width: int, height: int
         "type": "perspective",
         "fov": math.degrees(2.0 * math.atan(0.5 * width / fx)),
         "fov_axis": "x",
-        "principal_point_offset_x": (cx - 0.5 * width) / width,
-        "principal_point_offset_y": (cy - 0.5 * height) / height,
+        "principal_point_offset_x": (0.5 * width - cx) / width,
+        "principal_point_offset_y": (0.5 * height - cy) / height,
         "near_clip": NEAR_CLIP,
         "far_clip": 1e4,
         "to_world": mi.ScalarTransform4f(to_world.tolist()),
@@ -211,7 +216,7 @@ def _sensor(mi, c2w: np.ndarray, intrinsics: np.ndarray, width: int, height: int
     })
 
 
-def _render(mi, scene, sensor, seed: int, spp: int) -> np.ndarray:
+def render_film(mi, scene, sensor, seed: int, spp: int) -> np.ndarray:
     """Render and return the film's full bitmap (H, W, C) float32: R, G, B, A, then AOV channels."""
     mi.render(scene, sensor=sensor, seed=seed, spp=spp)
     return np.array(sensor.film().bitmap(), dtype=np.float32)
@@ -397,14 +402,14 @@ def synthesize_with_info(
             frames = []
             for i, (c2w, light) in enumerate(zip(poses, light_names)):
                 stem = folder / f"{prefix}_{i:03d}"
-                rgb_sensor = _sensor(mi, c2w, intrinsics, res, res, spp, exact=False)
-                rgba = _render(mi, scenes[light], rgb_sensor, seed_base + done, spp)
+                rgb_sensor = mitsuba_sensor(mi, c2w, intrinsics, res, res, spp, exact=False)
+                rgba = render_film(mi, scenes[light], rgb_sensor, seed_base + done, spp)
                 _write_rgba(stem.with_suffix(".png"), rgba)
                 extras: dict = {"light": light}
                 if split == "relight":  # same cameras as the test split: same geometric maps
                     extras.update({k: v for k, v in test_maps[i].items() if k != "light"})
                 else:
-                    exact = _sensor(mi, c2w, intrinsics, res, res, 1, exact=True)
+                    exact = mitsuba_sensor(mi, c2w, intrinsics, res, res, 1, exact=True)
                     extras.update(_write_maps(mi, stem, maps_scene, ids_scene, exact, intrinsics))
                 frames.append(Frame(stem.with_suffix(".png"), c2w, intrinsics.copy(), res, res, extras))
                 done += 1
@@ -446,7 +451,7 @@ def _write_rgba(path: Path, rgba: np.ndarray) -> None:
     write_image(path, np.concatenate([linear_to_srgb(np.clip(rgb, 0.0, None)), alpha], -1))
 
 
-def _near_plane_offset(intrinsics: np.ndarray, width: int, height: int) -> np.ndarray:
+def near_plane_offset(intrinsics: np.ndarray, width: int, height: int) -> np.ndarray:
     """(H, W) distance from the camera centre to the near plane along each pixel-centre ray."""
     fx, fy, cx, cy = (float(v) for v in intrinsics)
     u = (np.arange(width) + 0.5 - cx) / fx
@@ -455,15 +460,15 @@ def _near_plane_offset(intrinsics: np.ndarray, width: int, height: int) -> np.nd
 
 
 def _write_maps(mi, stem: Path, maps_scene, ids_scene, sensor, intrinsics: np.ndarray) -> dict:
-    bitmap = _render(mi, maps_scene, sensor, 0, 1)  # R G B A dd nn.xyz alb.rgb
+    bitmap = render_film(mi, maps_scene, sensor, 0, 1)  # R G B A dd nn.xyz alb.rgb
     hit = bitmap[..., 4] > 0  # the aov integrator leaves alpha at 0: a hit is a positive distance
     h, w = hit.shape
-    depth = np.where(hit, bitmap[..., 4].astype(np.float64) + _near_plane_offset(intrinsics, w, h), 0.0).astype(np.float32)
+    depth = np.where(hit, bitmap[..., 4].astype(np.float64) + near_plane_offset(intrinsics, w, h), 0.0).astype(np.float32)
     normal = bitmap[..., 5:8]
     normal = normal / np.maximum(np.linalg.norm(normal, axis=-1, keepdims=True), 1e-12)
     normal = np.where(hit[..., None], normal, 0.0).astype(np.float32)
     albedo = np.where(hit[..., None], bitmap[..., 8:11], 0.0)
-    ids_bitmap = _render(mi, ids_scene, sensor, 0, 1)  # R G B A alb.rgb
+    ids_bitmap = render_film(mi, ids_scene, sensor, 0, 1)  # R G B A alb.rgb
     instance = np.where(hit, np.rint(ids_bitmap[..., 4] * _INSTANCE_SCALE), 0).astype(np.uint16)
     paths = {
         "albedo_path": stem.with_name(stem.name + "_albedo.png"),

@@ -43,7 +43,11 @@ def test_ray_samples_match_the_renderer(ngp_run, tiny_scene):
     along = run.ray_samples(o, d)
     rendered = run.render_rays(o, d)
     assert along["weights"].shape == along["sigma"].shape == (len(along["samples"]),)
-    assert along["geo_feature"].shape == (len(along["samples"]), run.config.geo_features + 1)
+    assert along["geo_feature"].shape == (len(along["samples"]), run.geo_feature_dim)
+    # the same field read at the sample points directly
+    at_points = run.geometry(along["points"])
+    assert torch.allclose(at_points["geo_feature"], along["geo_feature"], atol=1e-6)
+    assert torch.allclose(at_points["sigma"], run.density(along["points"]), atol=1e-6)
     assert not along["weights"].requires_grad
     assert torch.allclose(along["opacity"], rendered["opacity"], atol=1e-5)
     assert torch.allclose(along["depth"], rendered["depth"], atol=1e-4)
