@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from physinv.errors import PhysinvError
+
 
 def demo_section(report, work_dir: str | Path, device: torch.device, seed: int = 0) -> dict:
     from physinv.instance.export import palette
@@ -43,8 +45,14 @@ def demo_section(report, work_dir: str | Path, device: torch.device, seed: int =
     segmenter = masks_metrics(test_masks, data, "test")
     run_dir = work_dir / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = InstanceConfig(steps=600 if cuda else 100_000, seed=seed)
-    fit = fit_instance(nerf_run, data, masks, run_dir, cfg, device=device, max_minutes=None if cuda else 1.5, quiet=True)
+    # the shipped detector is trained briefly (data/instance/README.md): on a real NeRF's grid its scores
+    # stay under the paper's 0.5, so the demo keeps detections from 0.1 on (benchmarks/RESULTS.md)
+    cfg = InstanceConfig(steps=600 if cuda else 100_000, seed=seed, score_threshold=0.1)
+    try:
+        fit = fit_instance(nerf_run, data, masks, run_dir, cfg, device=device, max_minutes=None if cuda else 1.5, quiet=True)
+    except PhysinvError as err:  # nothing detected: say so on the page instead of failing the whole demo
+        report.section("Instance-NeRF: 3D instances from view-inconsistent 2D masks", f"Not shown: {err}")
+        return {"instances": 0, "error": str(err), "segmenter_pq": round(segmenter["pq"], 3)}
     scores = evaluate_instance(run_dir, data, "test", device)
     run = load_instance_run(run_dir, device)
 
