@@ -226,8 +226,7 @@ class OccupancyGrid(nn.Module):
         origins, dirs: (R, 3). Equal steps of ``step`` between the box entry and exit (jittered per
         ray when ``perturb``); a sample is kept when its midpoint lies in an occupied cell.
         """
-        t_near, t_far, hit = ray_aabb_intersect(origins, dirs, self.aabb.to(origins.dtype), near_min)
-        t_far = torch.where(hit, t_far, t_near)
+        t_near, t_far = box_interval(origins, dirs, self.aabb.to(origins.dtype), near_min)
         jitter = torch.rand(origins.shape[0], device=origins.device, dtype=origins.dtype) if perturb else None
         marched = march_uniform(t_near, t_far, step, max_samples=max_samples, jitter=jitter)
         return marched.select(self.is_occupied(marched.points(origins, dirs)))
@@ -286,9 +285,10 @@ def centred_intervals(t: Tensor, delta: Tensor) -> RaySamples:
     return RaySamples(ray_indices, t - half, t + half, R, per_ray=S)
 
 
-def box_interval(origins: Tensor, dirs: Tensor, aabb: Tensor) -> tuple[Tensor, Tensor]:
-    """Entry and exit distances (R,) of rays in the box; a ray that misses gets ``far = near``."""
-    near, far, hit = ray_aabb_intersect(origins, dirs, aabb)
+def box_interval(origins: Tensor, dirs: Tensor, aabb: Tensor, near_min: float = 0.0) -> tuple[Tensor, Tensor]:
+    """Entry and exit distances (R,) of rays in the box (see :func:`ray_aabb_intersect`); a ray that
+    misses gets ``far = near``, i.e. nothing to integrate."""
+    near, far, hit = ray_aabb_intersect(origins, dirs, aabb, near_min)
     return near, torch.where(hit, far, near)
 
 

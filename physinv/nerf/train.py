@@ -122,9 +122,9 @@ def build_optimizer(model: torch.nn.Module, cfg: NerfConfig) -> torch.optim.Opti
 
 
 def _adam(params, **kwargs) -> torch.optim.Adam:
-    """``torch.optim.Adam`` with its fused kernel (one pass over each tensor; on a CPU about 6x faster
-    than the default multi-tensor form over the 9.5 M hash-table entries, benchmarks/RESULTS.md),
-    falling back to the default implementation where the installed torch has no fused CPU Adam."""
+    """``torch.optim.Adam`` with its fused kernel (one pass over each tensor: the Adam phase of an ngp
+    step on a CPU, 9.5 M hash-table entries, is 3.7x faster than with the default implementation,
+    benchmarks/RESULTS.md), falling back to the default where the installed torch has no fused Adam."""
     params = list(params)
     try:
         return torch.optim.Adam(params, fused=True, **kwargs)

@@ -339,3 +339,21 @@ def test_run_schedule_ends_every_run_at_the_small_rate():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)  # never below the final rate
     with pytest.raises(PhysinvError, match="--lr-schedule: must be one of steps, run"):
         resolve(NerfConfig(lr_schedule="cosine"), "cpu")
+
+
+def test_runs_saved_before_the_sampler_split_still_load(TINY):
+    """Checkpoints of earlier versions kept the occupancy grid at ``grid.*`` and ``cull_skip`` on the model."""
+    from physinv.nerf.config import resolve
+    from physinv.nerf.models import build_model
+
+    cfg = resolve(NerfConfig(method="ngp", **TINY), "cpu")
+    aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    model = build_model(cfg, aabb)
+    model.sampler.grid.density.uniform_()
+    model.sampler.cull_skip.fill_(3)
+    legacy = {k.replace("sampler.", "", 1): v for k, v in model.state_dict().items()}
+    assert "grid.density" in legacy and "cull_skip" in legacy
+    fresh = build_model(cfg, aabb)
+    fresh.load_state_dict(legacy)
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
