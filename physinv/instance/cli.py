@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from physinv.cli_common import Device, MaxMinutes, Seed, Steps
+from physinv.cli_common import Device, MaxMinutes, Quiet, Seed, Steps
 
 app = typer.Typer(help="Instance-NeRF: 3D instance segmentation of a trained NeRF.", no_args_is_help=True)
 
@@ -80,7 +80,7 @@ def fit_cmd(
     score_threshold: Annotated[float, typer.Option("--score-threshold", help="NeRF-RCNN detections kept (the paper: 0.5)")] = 0.5,
     device: Device = "auto",
     seed: Seed = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Instance-NeRF: detect 3D instances in the NeRF, match the 2D masks to them, train the instance field."""
     from physinv.core.train import select_device

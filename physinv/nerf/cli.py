@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from physinv.cli_common import ConfigFile, Device, MaxMinutes, Steps
+from physinv.cli_common import ConfigFile, Device, MaxMinutes, OptionalSeed, Quiet, Steps
 from physinv.config import load_config
 from physinv.core.train import select_device
 from physinv.errors import PhysinvError, input_error
@@ -28,9 +28,9 @@ def train(
     max_minutes: MaxMinutes = None,
     batch_rays: Annotated[Optional[int], typer.Option("--batch-rays", help="rays per step (default: per method and device)")] = None,
     device: Device = "auto",
-    seed: Annotated[Optional[int], typer.Option("--seed", help="random seed")] = None,
+    seed: OptionalSeed = None,
     config: ConfigFile = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Train (or resume) a radiance field; prints the final metrics as one JSON line."""
     from physinv.nerf.train import train as run_train

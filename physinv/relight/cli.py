@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from physinv.cli_common import ConfigFile, Device, MaxMinutes, Steps
+from physinv.cli_common import ConfigFile, Device, MaxMinutes, OptionalSeed, Quiet, Steps
 from physinv.config import load_config
 from physinv.core.train import select_device
 from physinv.errors import PhysinvError, input_error
@@ -36,9 +36,9 @@ def fit(
     max_minutes: MaxMinutes = None,
     batch_rays: Annotated[Optional[int], typer.Option("--batch-rays", help="rays per step")] = None,
     device: Device = "auto",
-    seed: Annotated[Optional[int], typer.Option("--seed", help="random seed")] = None,
+    seed: OptionalSeed = None,
     config: ConfigFile = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Fit shape, albedo, specular lobe and SG light to posed, masked images under one light."""
     from physinv.relight.config import RelightConfig

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from physinv.cli_common import ConfigFile, Device, MaxMinutes, Out, Steps
+from physinv.cli_common import ConfigFile, Device, MaxMinutes, OptionalSeed, Out, Quiet, Steps
 from physinv.errors import input_error
 
 app = typer.Typer(help="phi-SfT: cloth reconstruction through a differentiable simulator.", no_args_is_help=True)
@@ -23,7 +23,7 @@ def synth(
     sim_n: Annotated[int, typer.Option("--sim-n", help="simulated vertices per side (finer than the template; (sim_n-1) a multiple of (template_n-1))")] = 33,
     spp: Annotated[int, typer.Option("--spp", help="Mitsuba samples per pixel")] = 16,
     substeps: Annotated[int, typer.Option("--substeps", help="ground-truth simulation steps per frame")] = 4,
-    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Simulate and render a textured square cloth sequence with ground truth (Mitsuba 3)."""
     from physinv.io.runs import emit_metrics
@@ -46,9 +46,9 @@ def fit(
     fit_res: Annotated[Optional[int], typer.Option("--fit-res", help="fitting image width in px (0: the data's)")] = None,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="use the first N frames only")] = None,
     device: Device = "auto",
-    seed: Annotated[Optional[int], typer.Option("--seed", help="random seed")] = None,
+    seed: OptionalSeed = None,
     config: ConfigFile = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Recover material, wind, corrective forces and the surface of every frame (resumes a killed run)."""
     from physinv.config import load_config
