@@ -91,3 +91,24 @@ def test_state_dict_round_trip_continues_identically():
     opt2.load_state_dict(opt.state_dict())
     steps(second, opt2, grads[3:])
     assert torch.equal(second.detach(), full.detach())
+
+
+def test_hash_decay_groups_apply_zipnerfs_normalised_loss_gradient():
+    """Each level's L2 coefficient times its table equals the gradient of
+    hash_decay * mean over levels of mean(V_l^2) (Zip-NeRF), in the dense and the sparse optimiser."""
+    from physinv.nerf.config import NerfConfig, resolve
+    from physinv.nerf.models import build_model
+    from physinv.nerf.train import build_optimizer
+
+    for sparse in (False, True):
+        cfg = resolve(NerfConfig(method="ngp", levels=4, log2_table_size=10, finest_resolution=64, hash_decay=0.3, sparse_grad=sparse), "cpu")
+        model = build_model(cfg, torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+        tables = list(model.field.encoding.parameters())
+        loss = 0.3 * torch.stack([t.pow(2).mean() for t in tables]).mean()
+        grads = torch.autograd.grad(loss, tables)
+        opt = build_optimizer(model, cfg)
+        decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+        for table, grad in zip(tables, grads):
+            assert torch.allclose(decay[id(table)] * table.detach(), grad, rtol=1e-5, atol=0)
+        # the network's parameters keep their own L2 (weights) or none (biases): not the hash decay
+        assert {decay[id(p)] for p in model.parameters() if id(p) not in {id(t) for t in tables}} <= {0.0, cfg.mlp_weight_decay}
