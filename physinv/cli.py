@@ -7,6 +7,7 @@ stderr and exits with code 2 (no traceback).
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="physinv")
     except PhysinvError as err:
-        print(f"physinv: error: {err}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun the ranks fail alike: one line, from rank 0
+            print(f"physinv: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         print("physinv: interrupted", file=sys.stderr)
