@@ -69,6 +69,13 @@ def demo(
     run_demo(out, device=device, seed=seed, only=[s for s in only.split(",") if s])
 
 
+def _joined() -> bool:
+    """Whether this process joined a torchrun process group (then rank 0 alone reports errors)."""
+    from physinv.core.distributed import is_initialized
+
+    return is_initialized()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the typer app, turning ``PhysinvError`` into one line + exit 2.
 
@@ -77,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="physinv")
     except PhysinvError as err:
-        if os.environ.get("RANK", "0") == "0":  # under torchrun the ranks fail alike: one line, from rank 0
+        if os.environ.get("RANK", "0") == "0" or not _joined():  # ranks that joined fail alike: one line, from rank 0
             print(f"physinv: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:

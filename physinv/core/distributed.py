@@ -33,9 +33,10 @@ per-rank state, so any world size resumes any other's checkpoint.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -109,8 +110,9 @@ def setup(device: torch.device) -> torch.device:
     timeout = timeout_seconds()
     where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
     try:
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
-        barrier()  # every rank is there: a peer that never arrives fails here, within the timeout
+        with _quiet_native_stderr():  # c10d logs every connection retry with a C++ stack; the outcome is what matters
+            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+            barrier()  # every rank is there: a peer that never arrives fails here, within the timeout
     except PhysinvError:
         raise
     except Exception as err:  # noqa: BLE001 - store/connect/timeout errors of every backend
@@ -119,6 +121,23 @@ def setup(device: torch.device) -> torch.device:
                            f"(rank {os.environ.get('RANK')} of {world}; {first[:160]})") from None
     atexit.register(shutdown)
     return device
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Send file descriptor 2 (where C++ code logs) to /dev/null for the duration."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def shutdown() -> None:
@@ -307,8 +326,13 @@ def ddp(model: nn.Module, device: torch.device) -> nn.Module:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
+    import inspect
+
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    # the flag was renamed in torch 2.13; both mean: no buffer broadcast before each forward
+    no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+               else {"broadcast_buffers": False})
+    return DistributedDataParallel(model, device_ids=ids, **no_sync)
 
 
 def describe(global_batch: int, lr: float) -> dict[str, Any]:
