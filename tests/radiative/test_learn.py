@@ -85,6 +85,14 @@ def test_train_and_eval_cli(tmp_path, capsys):
     m = run_cli(["radiative", "train", str(data), "--model", "cnn", "--out", str(tmp_path / "cnn"), "--steps", "5",
                  "--batch-size", "4", "--device", "cpu"], capsys)
     assert m["steps"] == 5
+    # --steps 0 means no step (it used to become 2000): the untrained network is scored
+    m = run_cli(["radiative", "train", str(data), "--model", "cnn", "--out", str(tmp_path / "zero"), "--steps", "0",
+                 "--batch-size", "4", "--device", "cpu"], capsys)
+    assert m["steps"] == 0
+    # the inversion draws nothing at random: no --seed to accept and ignore
+    with pytest.raises(SystemExit) as exc:
+        main(["radiative", "invert", str(data), "--seed", "1", "--steps", "0"])
+    assert exc.value.code == 2 and "No such option: --seed" in capsys.readouterr().err
     # fine-tuning starts a new run from the weights of another
     m = run_cli(["radiative", "train", str(data), "--model", "cnn", "--out", str(tmp_path / "ft"), "--steps", "2",
                  "--batch-size", "4", "--init-from", str(tmp_path / "cnn"), "--device", "cpu"], capsys)
