@@ -319,9 +319,10 @@ def _convert_cpu(module: nn.Module) -> nn.Module:
     return module
 
 
-def ddp(model: nn.Module, device: torch.device) -> nn.Module:
+def ddp(model: nn.Module, device: torch.device, find_unused: bool = False) -> nn.Module:
     """``DistributedDataParallel(model)`` when the world has several ranks, else ``model`` itself.
-    Buffers are not broadcast: with :func:`sync_batchnorm` the running statistics agree already."""
+    Buffers are not broadcast: with :func:`sync_batchnorm` the running statistics agree already.
+    find_unused: some steps leave parameters out of the loss (a detector without positive RoIs)."""
     if world_size() == 1:
         return model
     from torch.nn.parallel import DistributedDataParallel
@@ -332,7 +333,7 @@ def ddp(model: nn.Module, device: torch.device) -> nn.Module:
     # the flag was renamed in torch 2.13; both mean: no buffer broadcast before each forward
     no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
                else {"broadcast_buffers": False})
-    return DistributedDataParallel(model, device_ids=ids, **no_sync)
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused, **no_sync)
 
 
 def describe(global_batch: int, lr: float) -> dict[str, Any]:

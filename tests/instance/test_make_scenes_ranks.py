@@ -41,3 +41,26 @@ def test_two_ranks_write_what_one_writes(ranks, tmp_path):
     with pytest.raises(SystemExit) as refused:
         _cli([*ARGS[:-1], "5", "--out", str(one)])
     assert refused.value.code == 2
+
+
+def _train(scenes, run, steps):
+    from physinv.instance.detector import train_detector
+
+    torch.set_num_threads(1)
+    train_detector(scenes, run, steps=steps, held_out=2, lr=1e-3, scenes_per_step=2, quiet=True)
+
+
+def test_detector_two_ranks_take_one_process_steps(ranks, tmp_path):
+    """NeRF-RCNN with 2 scenes per step: 2 ranks (one scene each, DDP; each scene slot with its own
+    seed for augmentation and RoI sampling) end where one process ends after 2 steps."""
+    from physinv.core.train import load_checkpoint
+    from physinv.instance.scenes import write_scenes
+
+    write_scenes(tmp_path / "s", 6, res=16, seed=1)
+    _train(tmp_path / "s", tmp_path / "one", 2)
+    assert ranks.run(_train, 2, tmp_path / "s", tmp_path / "two", 2) == [0, 0]
+    one = load_checkpoint(tmp_path / "one" / "checkpoint.pt")
+    two = load_checkpoint(tmp_path / "two" / "checkpoint.pt")
+    assert one["step"] == two["step"] == 2 and one["config"]["scenes_per_step"] == 2
+    for k, v in one["state"]["model"].items():
+        torch.testing.assert_close(two["state"]["model"][k], v, rtol=1e-4, atol=1e-5, msg=k)
