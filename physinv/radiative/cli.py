@@ -97,6 +97,7 @@ def train(
     batch_size: Annotated[int, typer.Option("--batch-size", help="global batch: split evenly over the processes under torchrun")] = 16,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate")] = 1e-3,
     init_from: Annotated[Optional[Path], typer.Option("--init-from", help="fine-tune: start from this run's weights (new schedule)")] = None,
+    class_weight: Annotated[str, typer.Option("--class-weight", help="cnn-class: none | balanced (positives weighed by negatives/positives per cell)")] = "none",
     device: Device = "auto",
     seed: Seed = 0,
 ) -> None:
@@ -104,7 +105,7 @@ def train(
     from physinv.radiative.learn import TrainSpec, train_model
 
     spec = TrainSpec(model=model, steps=2000 if steps is None else steps, max_minutes=max_minutes, batch_size=batch_size, lr=lr, seed=seed,
-                     init_from=str(init_from) if init_from else None)
+                     init_from=str(init_from) if init_from else None, class_weight=class_weight)
     train_model(data, out, spec, device)
 
 

@@ -137,6 +137,7 @@ class TrainSpec:
     eval_every: int = 250
     checkpoint_every: int = 100
     init_from: str | None = None  # fine-tune: start from this run's weights and input/target statistics
+    class_weight: str = "none"  # cnn-class: "balanced" weighs each cell's positives by its negatives/positives ratio
 
 
 def _targets(model: str, arrays: dict[str, np.ndarray], data: Path) -> np.ndarray:
@@ -194,6 +195,18 @@ def _load_xy(data: Path, model: str, split: str) -> tuple[Tensor, Tensor, dict[s
     x = prepare_inputs(arrays["obs"][idx], grid)
     y = torch.as_tensor(_targets(model, arrays, data)[idx]).float()
     return x, y, meta
+
+
+def positive_weights(labels: Tensor, mode: str) -> Tensor | None:
+    """BCE weights of the positives per label (n_labels,): None for ``none``; for ``balanced``,
+    negatives / positives in the training labels (B, n_labels), in [1, 50] (a cell a créneau
+    covers in ~10 % of the samples weighs ~9). Most coarse cells are empty in most samples."""
+    if mode == "none":
+        return None
+    if mode != "balanced":
+        raise PhysinvError(f"--class-weight: must be none or balanced, got '{mode}'")
+    pos = labels.sum(dim=0)
+    return ((len(labels) - pos) / pos.clamp_min(1.0)).clamp(1.0, 50.0)
 
 
 def _ssim_range(model: str, meta: dict[str, Any]) -> float | None:
@@ -291,7 +304,7 @@ def train_model(data: str | Path, run: str | Path, spec: TrainSpec, device: str 
     net = distributed.ddp(model, dev)
     opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, spec.steps), eta_min=spec.lr / 20)
-    loss_fn = nn.MSELoss() if spec.model != "cnn-class" else nn.BCEWithLogitsLoss()
+    loss_fn = nn.MSELoss() if spec.model != "cnn-class" else nn.BCEWithLogitsLoss(pos_weight=positive_weights(y, spec.class_weight).to(dev))
     xn, yn = norm.inputs(x), norm.targets(y)
     rho_range = _ssim_range(spec.model, meta)
     flip_aug = spec.model in DENSE and meta["spec"]["observe"] == "snapshots"
