@@ -122,6 +122,17 @@ def test_unet_learns_a_tiny_set_and_vnet_builds(tmp_path):
     assert isinstance(DensityVNet(6).adapter, torch.nn.Conv2d)  # 16 % 6 != 0: 1×1 adapter
 
 
+def test_class_weights_balance_each_cell():
+    from physinv.radiative.learn import positive_weights
+
+    labels = torch.tensor([[1.0, 0, 0], [1, 1, 0], [0, 0, 0], [1, 0, 0]])
+    assert positive_weights(labels, "none") is None
+    # cell 0: 3 positives, 1 negative -> 1 (never below); cell 1: 1 vs 3 -> 3; cell 2: never positive -> 4 / 1
+    assert positive_weights(labels, "balanced").tolist() == [1.0, 3.0, 4.0]
+    with pytest.raises(PhysinvError, match="--class-weight: must be none or balanced, got 'x'"):
+        positive_weights(labels, "x")
+
+
 def test_scores():
     truth = torch.rand(4, 1, 16, 16) + 0.5
     s = score("vnet", truth.clone(), truth)
