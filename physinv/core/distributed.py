@@ -13,8 +13,8 @@ What lives here (one place for both the radiative and the instance pipelines):
   cannot be reached is one clear line rather than a hung process; returns this rank's device.
 * :func:`rank`, :func:`world_size`, :func:`is_main`: who am I; only the main rank (0) writes
   checkpoints, logs, metrics and index files.
-* :func:`any_rank`, :func:`mean_over_ranks`, :func:`barrier`, :func:`broadcast_object`: the few
-  collectives the fit loop and the data writers need.
+* :func:`any_rank`, :func:`mean_over_ranks`, :func:`reduce_sequence_sum`, :func:`barrier`,
+  :func:`merge_index`: the few collectives the fit loop and the data writers need.
 * :func:`rank_items`: the items (shards, scenes) of this rank, a strided split, so the result of a
   data generation does not depend on the number of processes (each item has its own seed).
 * :func:`sync_batchnorm`: BatchNorm statistics over the global batch (``nn.SyncBatchNorm`` on
@@ -178,15 +178,6 @@ def mean_over_ranks(metrics: Mapping[str, float | Tensor]) -> dict[str, float]:
     return {k: float(v) for k, v in zip(values, t)}
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """``obj`` of rank ``src`` on every rank (plain Python values)."""
-    if world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src, device=_reduce_device())
-    return box[0]
-
-
 def rank_items(count: int, what: str = "shards", hint: str = "") -> range:
     """The items ``r, r + N, ...`` of ``count`` for this rank r of N; more ranks than items is an
     error (``hint``: how to get more items, for the message)."""
@@ -313,7 +304,7 @@ def _convert_cpu(module: nn.Module) -> nn.Module:
         new = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
         new.load_state_dict(module.state_dict())
         new.train(module.training)
-        return new.to(next(iter(module.state_dict().values())).device) if module.state_dict() else new
+        return new  # the CPU path: the model is on the CPU
     for name, child in module.named_children():
         module.add_module(name, _convert_cpu(child))
     return module
