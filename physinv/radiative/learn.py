@@ -304,7 +304,8 @@ def train_model(data: str | Path, run: str | Path, spec: TrainSpec, device: str 
     net = distributed.ddp(model, dev)
     opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, spec.steps), eta_min=spec.lr / 20)
-    loss_fn = nn.MSELoss() if spec.model != "cnn-class" else nn.BCEWithLogitsLoss(pos_weight=positive_weights(y, spec.class_weight).to(dev))
+    weights = positive_weights(y, spec.class_weight) if spec.model == "cnn-class" else None
+    loss_fn = nn.MSELoss() if spec.model != "cnn-class" else nn.BCEWithLogitsLoss(pos_weight=None if weights is None else weights.to(dev))
     xn, yn = norm.inputs(x), norm.targets(y)
     rho_range = _ssim_range(spec.model, meta)
     flip_aug = spec.model in DENSE and meta["spec"]["observe"] == "snapshots"
