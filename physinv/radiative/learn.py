@@ -17,7 +17,13 @@
 The slides do not give the CNN's layers; ours is four blocks (16-32-64-128 channels) of two
 conv–BN–ReLU layers and a max pooling, a global average and a two-layer head. Inputs are standardised per channel and targets per column
 (CNN) or globally (V-Net) with statistics of the training split, stored in the checkpoint.
-Training goes through :func:`physinv.core.train.fit` (resume, ``--max-minutes``).
+Training goes through :func:`physinv.core.train.fit` (resume, ``--max-minutes``), in epochs
+without replacement over the training split (``DistributedSampler``, its epoch advanced), and
+runs unchanged under ``torchrun`` (:mod:`physinv.core.distributed`): ``batch_size`` is the global
+batch, split over the processes; DistributedDataParallel; BatchNorm statistics of the global batch;
+the precise-BN re-estimation (``torch.optim.swa_utils.update_bn``) over all ranks' data; rank 0
+writes. A step's global batch and augmentation do not depend on the number of processes, so a
+checkpoint resumes on any other number of them.
 """
 
 from __future__ import annotations
@@ -275,6 +281,8 @@ def train_model(data: str | Path, run: str | Path, spec: TrainSpec, device: str 
     data, run = Path(data), Path(run)
     if spec.model not in MODELS:
         raise PhysinvError(f"--model: must be one of {', '.join(MODELS)}, got '{spec.model}'")
+    if spec.class_weight != "none" and spec.model != "cnn-class":
+        raise PhysinvError(f"--class-weight: only for --model cnn-class, got --model {spec.model}")
     dev = distributed.setup(select_device(device))
     seed_everything(spec.seed)
     x, y, meta = _load_xy(data, spec.model, "train")
