@@ -133,7 +133,7 @@ def test_killed_rank_leaves_a_state_one_process_resumes(ranks, dataset, referenc
     """2 ranks from scratch; rank 1 is SIGKILLed after a checkpoint; rank 0 stops on its own (Gloo sees
     the lost peer, no hang); one process resumes the checkpoint and ends at the 1-process weights."""
     run = tmp_path / "killed"
-    procs = ranks.start(_train, 2, dataset, run, 0.3, timeout_s=20)
+    procs = ranks.start(_train, 2, dataset, run, 0.5, timeout_s=20)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (run / "checkpoint.pt").is_file():
         time.sleep(0.05)
