@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--init-from", default=None, help="dense/cnn stages: fine-tune from this run")
     ap.add_argument("--run-name", default=None, help="run folder name under WORK (default run_<model>)")
+    ap.add_argument("--class-weight", default="none", choices=["none", "balanced"], help="cnn-class stage: BCE weighting")
     args = ap.parse_args()
 
     from physinv.core.train import select_device
@@ -51,8 +52,9 @@ def main() -> None:
             spec = DatasetSpec(kind=kind, n=n, grid=64, batch=64, cfl=0.9, t_final=0.005, k=4, fixed_point_iters=3)
             print(json.dumps({"stage": "data", "kind": kind, **generate_dataset(spec, out, dev, compile=True)}), flush=True)
     elif args.stage in ("cnn", "cnn-class"):
-        run = work / f"run_{args.stage}"
-        spec = TrainSpec(model=args.stage, steps=args.steps, max_minutes=args.minutes, batch_size=args.batch_size, lr=args.lr)
+        run = work / (args.run_name or f"run_{args.stage}")
+        spec = TrainSpec(model=args.stage, steps=args.steps, max_minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
+                         class_weight=args.class_weight)
         train_model(creneaux, run, spec, args.device)
         print(json.dumps({"stage": args.stage, **evaluate_run(run, creneaux, "test", args.device)}), flush=True)
     elif args.stage == "dense":

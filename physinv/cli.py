@@ -7,6 +7,7 @@ stderr and exits with code 2 (no traceback).
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -68,6 +69,13 @@ def demo(
     run_demo(out, device=device, seed=seed, only=[s for s in only.split(",") if s])
 
 
+def _joined() -> bool:
+    """Whether this process joined a torchrun process group (then rank 0 alone reports errors)."""
+    from physinv.core.distributed import is_initialized
+
+    return is_initialized()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the typer app, turning ``PhysinvError`` into one line + exit 2.
 
@@ -76,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="physinv")
     except PhysinvError as err:
-        print(f"physinv: error: {err}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0" or not _joined():  # ranks that joined fail alike: one line, from rank 0
+            print(f"physinv: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         print("physinv: interrupted", file=sys.stderr)

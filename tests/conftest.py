@@ -32,3 +32,83 @@ def cli_error(capsys):
         return err[0]
 
     return run
+
+
+class Ranks:
+    """Processes forked from the test, each seeing the variables torchrun sets (``RANK``,
+    ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``), so the code under test joins
+    a Gloo process group exactly as under ``torchrun``. Forked, not spawned: no re-import of torch."""
+
+    def __init__(self) -> None:
+        self.procs: list = []
+
+    def start(self, fn, world: int, *args, timeout_s: float = 30.0) -> list:
+        import multiprocessing
+        import socket
+
+        import torch._dynamo  # noqa: F401 - DDP imports it when built (~3 s); forked ranks share the parent's
+
+        with socket.socket() as s:  # a free port for the rendezvous
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        ctx = multiprocessing.get_context("fork")
+        procs = [ctx.Process(target=_rank_main, args=(fn, r, world, port, timeout_s, args)) for r in range(world)]
+        for p in procs:
+            p.start()
+        self.procs += procs
+        return procs
+
+    def run(self, fn, world: int, *args, timeout_s: float = 30.0) -> list[int]:
+        """``fn(*args)`` on ``world`` ranks; returns their exit codes (killed after 3 × timeout_s)."""
+        procs = self.start(fn, world, *args, timeout_s=timeout_s)
+        return self.join(procs, 3 * timeout_s)
+
+    @staticmethod
+    def join(procs, timeout_s: float) -> list:
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        return [p.exitcode for p in procs]
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+
+
+def _rank_main(fn, rank: int, world: int, port: int, timeout_s: float, args) -> None:
+    import os
+    import sys
+    import traceback
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), PHYSINV_DIST_TIMEOUT=str(timeout_s))
+    code = 0
+    try:
+        fn(*args)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001 - report and fail this rank
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            from physinv.core.distributed import shutdown
+
+            shutdown()
+        except Exception:  # noqa: BLE001
+            pass
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)  # no pytest teardown in a forked child
+
+
+@pytest.fixture
+def ranks():
+    """``ranks.run(fn, world, *args)``: run ``fn`` on ``world`` forked ranks of a Gloo group (see :class:`Ranks`)."""
+    r = Ranks()
+    yield r
+    r.close()

@@ -4,6 +4,10 @@ checkpoints (loaded with ``weights_only=True``) and resume after a kill.
 Every pipeline trains through :func:`fit`. A killed run loses at most ``checkpoint_every`` steps;
 running the same command again resumes from ``<run_dir>/checkpoint.pt`` and continues the step
 count. SIGINT/SIGTERM stop cleanly after the current step and write a checkpoint first.
+
+Under ``torchrun`` (see :mod:`physinv.core.distributed`) every rank runs the same loop: the ranks
+agree on stopping (a signal or the time budget on any rank stops all after the same step), logged
+metrics are averaged over the ranks, and only rank 0 writes the log and the checkpoints.
 """
 
 from __future__ import annotations
@@ -131,6 +135,13 @@ def progress_bar(disable: bool = False) -> Progress:
     )
 
 
+class _NullLog:
+    """The log of a rank that does not write (every rank but 0 under torchrun)."""
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        pass
+
+
 class Stateful(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> Any: ...
@@ -224,10 +235,13 @@ def fit(
         raise PhysinvError(f"--steps: must be >= 0, got {steps}")
     if max_minutes is not None and max_minutes <= 0:
         raise PhysinvError(f"--max-minutes: must be > 0, got {max_minutes}")
+    from physinv.core import distributed
+
+    main = distributed.is_main()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / CHECKPOINT_NAME
-    log = JsonlLog(run_dir / LOG_NAME)
+    log = JsonlLog(run_dir / LOG_NAME) if main else _NullLog()
 
     start, elapsed_before = 0, 0.0
     if resume and ckpt_path.is_file():
@@ -249,6 +263,8 @@ def fit(
         start, elapsed_before = int(ckpt["step"]), float(ckpt.get("elapsed_s", 0.0))
 
     def checkpoint(step: int, elapsed: float) -> None:
+        if not main:
+            return
         payload: dict[str, Any] = {
             "step": step,
             "elapsed_s": elapsed,
@@ -270,13 +286,15 @@ def fit(
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - t0
 
-    with _StopFlag() as stop, progress_bar(disable=quiet) as bar:
+    with _StopFlag() as stop, progress_bar(disable=quiet or not main) as bar:
         task = bar.add_task(desc, total=steps, completed=start, info="")
         while step < steps:
-            if time.perf_counter() >= deadline:
+            # one decision for all ranks: a rank that stopped alone would leave the others waiting
+            out_of_time, interrupted = distributed.any_rank(time.perf_counter() >= deadline, stop.raised)
+            if out_of_time:
                 stopped_by = "time"
                 break
-            if stop.raised:
+            if interrupted:
                 stopped_by = "interrupt"
                 break
             if progress is not None:
@@ -285,7 +303,7 @@ def fit(
             metrics = step_fn(step)
             step += 1
             if step % log_every == 0 or step == steps or step == start + 1:
-                last = {k: float(v) for k, v in metrics.items()}
+                last = distributed.mean_over_ranks(metrics)
                 log.write({"step": step, "time_s": round(elapsed(), 4), **last})
                 bar.update(task, info=" ".join(f"{k}={v:.4g}" for k, v in list(last.items())[:3]))
             if eval_fn is not None and eval_every and step % eval_every == 0 and step < steps:
@@ -298,4 +316,5 @@ def fit(
         log.write({"step": step, "time_s": round(total, 4), "eval": True, **eval_fn(step)})
     if step > start or not ckpt_path.is_file():
         checkpoint(step, total)
+    distributed.barrier()  # the final checkpoint exists before any rank goes on to read it
     return FitResult(step=step, stopped_by=stopped_by, elapsed_s=total, last=last, resumed_from=start)

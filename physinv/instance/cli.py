@@ -35,6 +35,7 @@ def train_detector_cmd(
     max_minutes: MaxMinutes = None,
     held_out: Annotated[int, typer.Option("--held-out", help="last N scenes kept for evaluation")] = 10,
     lr: Annotated[float, typer.Option("--lr", help="peak learning rate (5 %% warm-up, cosine decay)")] = 1e-3,
+    scenes_per_step: Annotated[Optional[int], typer.Option("--scenes-per-step", help="global batch, split over the processes under torchrun (default: one scene per process)")] = None,
     device: Device = "auto",
     seed: Seed = 0,
 ) -> None:
@@ -43,8 +44,8 @@ def train_detector_cmd(
     from physinv.instance.detector import train_detector
     from physinv.io.runs import emit_metrics
 
-    emit_metrics(train_detector(scenes, out, steps=steps or 2000, max_minutes=max_minutes, held_out=held_out, lr=lr,
-                                device=select_device(device), seed=seed), out)
+    emit_metrics(train_detector(scenes, out, steps=2000 if steps is None else steps, max_minutes=max_minutes, held_out=held_out,
+                                lr=lr, device=select_device(device), seed=seed, scenes_per_step=scenes_per_step), out)
 
 
 @app.command("eval-detector")

@@ -8,6 +8,12 @@ each with probability 0.5), and scores held-out scenes: class-agnostic box AP@0.
 ground-truth instances of the IoU of their voxels with the Hungarian-matched detected instance,
 detections at the paper's score threshold 0.5).
 
+Under ``torchrun`` (:mod:`physinv.core.distributed`) the ``scenes_per_step`` scenes of a step are
+shared out over the processes (DistributedDataParallel, gradients averaged): scene slot j of step s
+draws its augmentation and RoI sampling from its own seed (seed, s, j), and the scenes come from a
+``DistributedSampler`` advanced every epoch, so a step is the same on any number of processes and a
+checkpoint resumes on any other. Rank 0 alone evaluates and writes.
+
 ``save_detector`` writes the small shippable file (config + fp16 weights); ``load_detector``
 reads it or a training checkpoint.
 """
@@ -21,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from physinv.core.metrics import matched_miou
 from physinv.core.train import CHECKPOINT_NAME, fit, load_checkpoint, save_checkpoint, seed_everything
@@ -88,42 +94,87 @@ def evaluate_detector(model: NerfRcnn, scenes: list[dict], device) -> dict[str, 
     }
 
 
+class _SceneLoss(nn.Module):
+    """The detector's training loss as a module's forward, the call DistributedDataParallel wraps."""
+
+    def __init__(self, model: NerfRcnn):
+        super().__init__()
+        self.model = model
+
+    def forward(self, grid: Tensor, boxes: Tensor, classes: Tensor, labels: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        return self.model.loss(grid, boxes, classes, labels, generator=generator)
+
+
 def train_detector(
     scenes_dir: str | Path, out: str | Path, steps: int = 2000, max_minutes: float | None = None, held_out: int = 10,
     lr: float = 1e-3, device: str | torch.device = "cpu", seed: int = 0, cfg: RcnnConfig | None = None, quiet: bool = False,
+    scenes_per_step: int | None = None,
 ) -> dict:
-    """Train on all scenes but the last ``held_out`` and evaluate on those; returns the metrics."""
+    """Train on all scenes but the last ``held_out`` and evaluate on those; returns the metrics.
+
+    scenes_per_step: the global batch (None: one scene per process); each step averages the
+    gradients of that many scenes."""
+    import contextlib
+
+    from physinv.core import distributed
+    from physinv.core.train import JsonlLog, LOG_NAME
+
     files = list_scenes(scenes_dir)
     if len(files) <= held_out:
         raise input_error(Path(scenes_dir) / "index.json", "scenes", f"{len(files)} scenes; need more than the {held_out} held out")
-    gen = seed_everything(seed)
+    device = distributed.setup(torch.device(device))
+    batch = scenes_per_step or distributed.world_size()
+    per_rank = distributed.split_batch(batch)
+    seed_everything(seed)
     train = [load_scene(f) for f in files[: len(files) - held_out]]
     test = [load_scene(f) for f in files[len(files) - held_out:]]
+    steps_per_epoch = len(train) // batch
+    if steps_per_epoch == 0:
+        raise input_error(Path(scenes_dir) / "index.json", "scenes", f"{len(train)} training scenes for {batch} scenes per step")
     cfg = cfg or RcnnConfig(grid_res=int(max(train[0]["labels"].shape)))
     model = NerfRcnn(cfg).to(device)
+    net = distributed.ddp(_SceneLoss(model), device, find_unused=True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     warm = max(1, steps // 20)  # linear warm-up over 5 %, then cosine decay to 5 % of lr
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1))))
     )
 
+    epoch_cache: dict[int, list[Tensor]] = {}
+
     def step_fn(step: int) -> dict:
-        scene = train[int(torch.randint(len(train), (), generator=gen))]
-        grid, labels, boxes, classes = _to_tensors(scene, device)
-        grid, labels, boxes = augment(grid, labels, boxes, gen)
-        losses = model.loss(grid, boxes, classes, labels, generator=gen)
+        epoch, i = divmod(step, steps_per_epoch)
+        if epoch not in epoch_cache:
+            epoch_cache.clear()
+            epoch_cache[epoch] = distributed.epoch_batches(len(train), per_rank, epoch, seed)
+        slots = range(distributed.rank(), batch, distributed.world_size())  # this rank's places in the global batch
         opt.zero_grad(set_to_none=True)
-        losses["total"].backward()
+        sums: dict[str, float] = {}
+        for n, (index, slot) in enumerate(zip(epoch_cache[epoch][i].tolist(), slots)):
+            gen = torch.Generator().manual_seed((seed * 1_000_003 + step) * 4099 + slot)
+            grid, labels, boxes, classes = _to_tensors(train[index], device)
+            grid, labels, boxes = augment(grid, labels, boxes, gen)
+            last = n == per_rank - 1  # gradients are averaged over the ranks once, after the last scene
+            with contextlib.nullcontext() if last or distributed.world_size() == 1 else net.no_sync():
+                losses = net(grid, boxes, classes, labels, gen)
+                (losses["total"] / per_rank).backward()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) / per_rank
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
         sched.step()
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return sums
 
     t0 = time.perf_counter()
+    if distributed.is_main():
+        JsonlLog(Path(out) / LOG_NAME).write({"event": "start", **distributed.describe(batch, lr)})
     result = fit(
         step_fn, run_dir=out, steps=steps, state={"model": model, "optimizer": opt, "scheduler": sched}, max_minutes=max_minutes,
-        checkpoint_every=100, log_every=20, config={"rcnn": asdict(cfg), "scenes": str(scenes_dir)}, desc="NeRF-RCNN", quiet=quiet,
+        checkpoint_every=100, log_every=20, config={"rcnn": asdict(cfg), "scenes": str(scenes_dir), "scenes_per_step": batch},
+        desc="NeRF-RCNN", quiet=quiet,
     )
+    if not distributed.is_main():
+        return {"steps": result.step, "stopped_by": result.stopped_by, "rank": distributed.rank()}
     metrics = evaluate_detector(model, test, device)
     save_detector(model, Path(out) / "detector.pt")
     return {**metrics, "steps": result.step, "train_seconds": round(result.elapsed_s, 1), "stopped_by": result.stopped_by,

@@ -133,25 +133,64 @@ def make_scene(rng: np.random.Generator, res: int = 64, artefacts: bool = True) 
     }
 
 
+def scene_rng(seed: int, i: int) -> np.random.Generator:
+    """The random stream of scene ``i``: its own child of ``seed`` (NumPy's ``SeedSequence`` spawn
+    key), so a scene does not depend on which process makes it, nor on the scenes before it."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,)))
+
+
 def write_scenes(out: str | Path, count: int, res: int = 64, seed: int = 0, artefacts: bool = True) -> dict:
-    """Write ``count`` scenes (:func:`make_scene`) and ``index.json`` into ``out``; returns a summary."""
+    """Write ``count`` scenes (:func:`make_scene`) and ``index.json`` into ``out``; returns a summary.
+
+    Scenes already there are kept (a killed run resumes); under ``torchrun`` rank r of N makes the
+    scenes r, r + N, ... and rank 0 writes ``index.json`` once all exist, so the folder is the same
+    whatever N (:mod:`physinv.core.distributed`)."""
+    import io
+
+    import torch
+
+    from physinv.core import distributed
+    from physinv.core.train import atomic_write_bytes
+
     if count < 1:
         raise PhysinvError(f"--count: expected an integer >= 1, got {count}")
     if not 8 <= res <= 256:
         raise PhysinvError(f"--res: expected 8..256 voxels, got {res}")
+    distributed.setup(torch.device("cpu"))  # scenes are made with NumPy: Gloo is enough
+    mine = distributed.rank_items(count, "scenes", "or a larger --count")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    names, n_obj = [], 0
-    for i in range(count):
-        s = make_scene(rng, res, artefacts)
-        name = f"scene_{i:05d}.npz"
-        np.savez_compressed(out / name, grid=s["grid"].astype(np.float16), labels=s["labels"], boxes=s["boxes"], classes=s["classes"])
-        names.append(name)
-        n_obj += len(s["boxes"])
+    settings = {"count": count, "res": res, "seed": seed, "artefacts": artefacts}
+    settings_path = out / "settings.json"
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        if not settings_path.is_file():
+            atomic_write_bytes(settings_path, (json.dumps(settings) + "\n").encode())
+    distributed.barrier()
+    old = json.loads(settings_path.read_text())
+    if old != settings:
+        from physinv.errors import input_error
+
+        diff = sorted(k for k in settings if old.get(k) != settings[k])
+        raise input_error(settings_path, ", ".join(diff), "this folder holds scenes made with other settings (use another --out)")
+    names = [f"scene_{i:05d}.npz" for i in range(count)]
+    made = 0
+    for i in mine:
+        if (out / names[i]).is_file():
+            continue
+        s = make_scene(scene_rng(seed, i), res, artefacts)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, grid=s["grid"].astype(np.float16), labels=s["labels"], boxes=s["boxes"], classes=s["classes"])
+        atomic_write_bytes(out / names[i], buffer.getvalue())
+        made += 1
+    made = int(distributed.reduce_sequence_sum([made])[0])
     index = {"scenes": names, "res": res, "classes": list(CLASS_NAMES), "seed": seed, "artefacts": artefacts}
-    (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
-    return {"scenes": count, "objects": n_obj, "res": res, "out": str(out)}
+    distributed.merge_index(out / "index.json", lambda: index)
+    n_obj = 0
+    if distributed.is_main():
+        for name in names:
+            with np.load(out / name) as z:
+                n_obj += len(z["boxes"])
+    return {"scenes": count, "made": made, "objects": n_obj, "res": res, "out": str(out), "processes": distributed.world_size()}
 
 
 def load_scene(path: str | Path) -> dict[str, np.ndarray]:

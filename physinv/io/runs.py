@@ -13,9 +13,14 @@ from physinv.core.train import to_jsonable, atomic_write_bytes
 def emit_metrics(metrics: Mapping[str, Any], run_dir: str | Path | None) -> dict[str, Any]:
     """Write ``<run_dir>/metrics.json`` (atomically) and print the metrics as one JSON line.
 
-    Non-finite floats are written as ``null`` so the line is strict JSON.
+    Non-finite floats are written as ``null`` so the line is strict JSON. Under torchrun only
+    rank 0 writes and prints.
     """
+    from physinv.core.distributed import is_main
+
     clean = _finite(to_jsonable(dict(metrics)))
+    if not is_main():  # under torchrun only rank 0 writes and prints
+        return clean
     if run_dir is not None:
         atomic_write_bytes(Path(run_dir) / "metrics.json", (json.dumps(clean, indent=2) + "\n").encode())
     print(json.dumps(clean), flush=True)

@@ -62,7 +62,7 @@ def simulate(
 @app.command()
 def dataset(
     kind: Annotated[str, typer.Option("--kind", help="creneaux (square bumps: x, y, height) | fields (random smooth fields and blobs)")] = "fields",
-    n: Annotated[int, typer.Option("--n", help="number of simulations")] = 1000,
+    n: Annotated[int, typer.Option("--n", "--samples", help="number of simulations (--samples under torchrun, whose parser takes --n for its own --nnodes/--nproc-per-node)")] = 1000,
     grid: Annotated[int, typer.Option("--grid", help="cells per side N (the V-Net needs a multiple of 16)")] = 64,
     out: Out = Path("data/radiative/fields"),
     observe: Annotated[str, typer.Option("--observe", help="snapshots (E and T at K times) | boundary (E on the four edges over time)")] = "snapshots",
@@ -94,17 +94,18 @@ def train(
     out: Out = Path("runs/radiative"),
     steps: Steps = 2000,
     max_minutes: MaxMinutes = None,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="global batch: split evenly over the processes under torchrun")] = 16,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate")] = 1e-3,
     init_from: Annotated[Optional[Path], typer.Option("--init-from", help="fine-tune: start from this run's weights (new schedule)")] = None,
+    class_weight: Annotated[str, typer.Option("--class-weight", help="cnn-class: none | balanced (positives weighed by negatives/positives per cell)")] = "none",
     device: Device = "auto",
     seed: Seed = 0,
 ) -> None:
     """Train a model on a dataset (last 10 % held out); resumes from <out>/checkpoint.pt."""
     from physinv.radiative.learn import TrainSpec, train_model
 
-    spec = TrainSpec(model=model, steps=steps or 2000, max_minutes=max_minutes, batch_size=batch_size, lr=lr, seed=seed,
-                     init_from=str(init_from) if init_from else None)
+    spec = TrainSpec(model=model, steps=2000 if steps is None else steps, max_minutes=max_minutes, batch_size=batch_size, lr=lr, seed=seed,
+                     init_from=str(init_from) if init_from else None, class_weight=class_weight)
     train_model(data, out, spec, device)
 
 
@@ -134,11 +135,11 @@ def invert(
     tv: Annotated[float, typer.Option("--tv", help="weight of the total-variation regulariser")] = 1e-4,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate on log ρ")] = 0.03,
     device: Device = "auto",
-    seed: Seed = 0,
 ) -> None:
     """Recover ρ by optimising it through the differentiable solver (ρ = softplus(s) > 0, TV regulariser)."""
     from physinv.io.runs import emit_metrics
     from physinv.radiative.invert import InvertSpec, invert_cli
 
-    spec = InvertSpec(steps=steps or 100, max_minutes=max_minutes, tv=tv, lr=lr, seed=seed)
+    # no --seed: the inversion draws nothing at random (deterministic start, full-batch gradient)
+    spec = InvertSpec(steps=100 if steps is None else steps, max_minutes=max_minutes, tv=tv, lr=lr)
     emit_metrics(invert_cli(obs, out, init, index, spec, device, count), out)

@@ -18,7 +18,11 @@ source on the whole left edge, free outflow elsewhere, σa = σc = ρT):
 
 Data are written shard by shard (``shard_00000.npz``, one batch each, written atomically), so a
 killed run resumes where it stopped; ``meta.json`` records the settings and a run with different
-settings into the same folder is refused.
+settings into the same folder is refused. Shard s is drawn with its own seed (``seed · 1000003 + s``),
+so under ``torchrun`` rank r of N simply makes shards r, r + N, ... and the data set is the same
+whatever N; when every shard is there, rank 0 writes ``index.json`` (shards and sizes) atomically,
+and :func:`load_dataset` reads a finished data set through it. A killed rank's missing shards are
+made again by the next run, with any number of processes.
 """
 
 from __future__ import annotations
@@ -190,31 +194,35 @@ def generate_dataset(
 
     compile: advance the solver with ``torch.compile`` (a one-off compilation, then ~4× faster on CPU).
     """
-    from physinv.core.train import progress_bar
+    from physinv.core import distributed
+    from physinv.core.train import atomic_write_bytes, progress_bar
 
     spec.validate()
+    device = distributed.setup(torch.device(device))
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    n_shards = math.ceil(spec.n / spec.batch)
+    mine = distributed.rank_items(n_shards, "shards", "or a smaller --batch: one shard per batch")
     meta_path = out / "meta.json"
     meta = {"spec": asdict(spec), "snapshot_times": spec.snapshot_times(), "format": 1}
-    if meta_path.is_file():
-        old = json.loads(meta_path.read_text())
-        if old.get("spec") != meta["spec"]:
-            diff = sorted(k for k in meta["spec"] if old.get("spec", {}).get(k) != meta["spec"][k])
-            raise input_error(meta_path, ", ".join(diff), "this folder holds a dataset made with other settings (use another --out)")
-    else:
-        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        if not meta_path.is_file():
+            atomic_write_bytes(meta_path, (json.dumps(meta, indent=2) + "\n").encode())
+    distributed.barrier()  # meta.json exists before any rank reads it
+    old = json.loads(meta_path.read_text())
+    if old.get("spec") != meta["spec"]:
+        diff = sorted(k for k in meta["spec"] if old.get("spec", {}).get(k) != meta["spec"][k])
+        raise input_error(meta_path, ", ".join(diff), "this folder holds a dataset made with other settings (use another --out)")
     dtype = torch.float32 if spec.dtype == "float32" else torch.float64
-    n_shards = math.ceil(spec.n / spec.batch)
     t0 = time.perf_counter()
     done = skipped = 0
     cells = 0
     params = spec.params()
     n_steps = max(1, math.ceil(spec.t_final / params.time_step(spec.grid) - 1e-9))
-    with progress_bar(disable=quiet) as bar:
-        task = bar.add_task(f"dataset {spec.kind}", total=n_shards, info="")
-        for shard in range(n_shards):
-            path = out / f"shard_{shard:05d}.npz"
+    with progress_bar(disable=quiet or not distributed.is_main()) as bar:
+        task = bar.add_task(f"dataset {spec.kind}", total=len(mine), info="")
+        for shard in mine:
+            path = out / shard_name(shard)
             size = min(spec.batch, spec.n - shard * spec.batch)
             if path.is_file():
                 skipped += 1
@@ -238,11 +246,28 @@ def generate_dataset(
             rate = cells / max(time.perf_counter() - t0, 1e-9)
             bar.update(task, advance=1, info=f"{rate:.3g} cell-updates/s")
     seconds = time.perf_counter() - t0
+    done, skipped, cells = (int(v) for v in distributed.reduce_sequence_sum([done, skipped, cells]))  # waits for every rank
+    distributed.merge_index(out / "index.json", lambda: dataset_index(out, spec))
     return {
         "out": str(out), "n": spec.n, "shards": n_shards, "generated_shards": done, "skipped_shards": skipped,
-        "steps_per_simulation": n_steps, "seconds": round(seconds, 2),
+        "steps_per_simulation": n_steps, "seconds": round(seconds, 2), "processes": distributed.world_size(),
         "cell_updates_per_s": cells / seconds if done else None,
     }
+
+
+def shard_name(shard: int) -> str:
+    return f"shard_{shard:05d}.npz"
+
+
+def dataset_index(out: Path, spec: DatasetSpec) -> dict[str, Any]:
+    """The content of ``index.json``: every shard with its sample count (written once all shards
+    exist: the mark of a finished data set); a missing shard is an error naming it."""
+    n_shards = math.ceil(spec.n / spec.batch)
+    shards = [{"file": shard_name(s), "n": min(spec.batch, spec.n - s * spec.batch)} for s in range(n_shards)]
+    missing = [e["file"] for e in shards if not (out / e["file"]).is_file()]
+    if missing:
+        raise input_error(out, missing[0], f"shard missing ({len(missing)} of {n_shards}); run the same command again to make it")
+    return {"n": spec.n, "shards": shards}
 
 
 def load_dataset(folder: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -252,7 +277,14 @@ def load_dataset(folder: str | Path) -> tuple[dict[str, np.ndarray], dict[str, A
     if not meta_path.is_file():
         raise input_error(folder, "meta.json", "not a radiative dataset folder (run `physinv radiative dataset` first)")
     meta = json.loads(meta_path.read_text())
-    shards = sorted(folder.glob("shard_*.npz"))
+    index = folder / "index.json"
+    if index.is_file():  # a finished data set: exactly its shards, in order
+        shards = [folder / e["file"] for e in json.loads(index.read_text())["shards"]]
+        for path in shards:
+            if not path.is_file():
+                raise input_error(index, path.name, "listed shard is missing")
+    else:  # still being made (or made before index.json existed): the shards there are
+        shards = sorted(folder.glob("shard_*.npz"))
     if not shards:
         raise input_error(folder, None, "the dataset has no shards yet")
     parts: dict[str, list[np.ndarray]] = {}

@@ -32,7 +32,6 @@ class InvertSpec:
     max_minutes: float | None = None
     tv: float = 1e-4
     lr: float = 0.03
-    seed: int = 0
     solver_chunk: int | None = 25  # steps per recomputed chunk (torch.utils.checkpoint); None: keep the whole graph
     dtype: str = "float32"
 

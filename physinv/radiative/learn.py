@@ -17,7 +17,13 @@
 The slides do not give the CNN's layers; ours is four blocks (16-32-64-128 channels) of two
 conv–BN–ReLU layers and a max pooling, a global average and a two-layer head. Inputs are standardised per channel and targets per column
 (CNN) or globally (V-Net) with statistics of the training split, stored in the checkpoint.
-Training goes through :func:`physinv.core.train.fit` (resume, ``--max-minutes``).
+Training goes through :func:`physinv.core.train.fit` (resume, ``--max-minutes``), in epochs
+without replacement over the training split (``DistributedSampler``, its epoch advanced), and
+runs unchanged under ``torchrun`` (:mod:`physinv.core.distributed`): ``batch_size`` is the global
+batch, split over the processes; DistributedDataParallel; BatchNorm statistics of the global batch;
+the precise-BN re-estimation (``torch.optim.swa_utils.update_bn``) over all ranks' data; rank 0
+writes. A step's global batch and augmentation do not depend on the number of processes, so a
+checkpoint resumes on any other number of them.
 """
 
 from __future__ import annotations
@@ -137,6 +143,7 @@ class TrainSpec:
     eval_every: int = 250
     checkpoint_every: int = 100
     init_from: str | None = None  # fine-tune: start from this run's weights and input/target statistics
+    class_weight: str = "none"  # cnn-class: "balanced" weighs each cell's positives by its negatives/positives ratio
 
 
 def _targets(model: str, arrays: dict[str, np.ndarray], data: Path) -> np.ndarray:
@@ -196,31 +203,43 @@ def _load_xy(data: Path, model: str, split: str) -> tuple[Tensor, Tensor, dict[s
     return x, y, meta
 
 
+def positive_weights(labels: Tensor, mode: str) -> Tensor | None:
+    """BCE weights of the positives per label (n_labels,): None for ``none``; for ``balanced``,
+    negatives / positives in the training labels (B, n_labels), in [1, 50] (a cell a créneau
+    covers in ~10 % of the samples weighs ~9). Most coarse cells are empty in most samples."""
+    if mode == "none":
+        return None
+    if mode != "balanced":
+        raise PhysinvError(f"--class-weight: must be none or balanced, got '{mode}'")
+    pos = labels.sum(dim=0)
+    return ((len(labels) - pos) / pos.clamp_min(1.0)).clamp(1.0, 50.0)
+
+
 def _ssim_range(model: str, meta: dict[str, Any]) -> float | None:
     """SSIM data range of a density model on a ``fields`` data set (its ρ range); None elsewhere
     (:func:`score` then takes the truth's range)."""
     return float(meta["spec"]["rho_max"] - meta["spec"]["rho_min"]) if model in DENSE and meta["spec"]["kind"] == "fields" else None
 
 
-def recalibrate_batchnorm(model: nn.Module, inputs: Tensor, device: torch.device, batches: int = 40, batch: int = 32,
-                          gen: torch.Generator | None = None) -> None:
+def recalibrate_batchnorm(model: nn.Module, inputs: Tensor, device: torch.device, seed: int, batches: int = 40,
+                          batch: int = 32) -> None:
     """Re-estimate BatchNorm running statistics as plain averages over ``batches`` training batches
-    ("precise BN"). The exponential averages kept during training lag behind the weights while the
-    learning rate is high, which made held-out scores jump between evaluations."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    model.train()
-    with torch.no_grad():
-        for _ in range(batches):
-            idx = torch.randint(0, len(inputs), (min(batch, len(inputs)),), generator=gen)
-            model(inputs[idx].to(device))
-    for m, mom in zip(norms, saved):
-        m.momentum = mom
+    ("precise BN", ``torch.optim.swa_utils.update_bn``). The exponential averages kept during
+    training lag behind the weights while the learning rate is high, which made held-out scores
+    jump between evaluations.
+
+    The global batches (``batch`` samples each, drawn with ``seed``) are the same for any number of
+    processes; each rank feeds its share (:func:`physinv.core.distributed.rank_slice`), and with
+    the global-batch BatchNorm of :func:`physinv.core.distributed.sync_batchnorm` the statistics are
+    those of the whole batch, so every rank ends with what one process computes alone. All ranks
+    must call this together."""
+    from torch.optim.swa_utils import update_bn
+
+    from physinv.core.distributed import rank_slice
+
+    gen = torch.Generator().manual_seed(seed)
+    draws = [torch.randint(0, len(inputs), (min(batch, len(inputs)),), generator=gen) for _ in range(batches)]
+    update_bn([inputs[rank_slice(idx)].to(device) for idx in draws], model)
     model.eval()
 
 
@@ -255,14 +274,17 @@ def score(model_name: str, pred: Tensor, truth: Tensor, rho_range: float | None 
 
 def train_model(data: str | Path, run: str | Path, spec: TrainSpec, device: str = "auto", quiet: bool = False) -> dict[str, Any]:
     """Train ``spec.model`` on the train split of ``data`` into ``run``; returns the held-out metrics."""
-    from physinv.core.train import fit, seed_everything, select_device
+    from physinv.core import distributed
+    from physinv.core.train import JsonlLog, fit, seed_everything, select_device
     from physinv.io.runs import emit_metrics
 
     data, run = Path(data), Path(run)
     if spec.model not in MODELS:
         raise PhysinvError(f"--model: must be one of {', '.join(MODELS)}, got '{spec.model}'")
-    dev = select_device(device)
-    gen = seed_everything(spec.seed)
+    if spec.class_weight != "none" and spec.model != "cnn-class":
+        raise PhysinvError(f"--class-weight: only for --model cnn-class, got --model {spec.model}")
+    dev = distributed.setup(select_device(device))
+    seed_everything(spec.seed)
     x, y, meta = _load_xy(data, spec.model, "train")
     x_test, y_test, _ = _load_xy(data, spec.model, "test")
     if spec.model in DENSE and x.shape[-1] % 16:
@@ -279,25 +301,41 @@ def train_model(data: str | Path, run: str | Path, spec: TrainSpec, device: str 
         if base_config["model"] != spec.model or base_config["in_channels"] != x.shape[1]:
             raise input_error(spec.init_from, "model", f"--init-from needs a {spec.model} run on {x.shape[1]} channels")
         init_weights = base_model.state_dict()
+    per_rank = distributed.split_batch(spec.batch_size)
+    steps_per_epoch = len(x) // spec.batch_size
+    if steps_per_epoch == 0:
+        raise PhysinvError(f"--batch-size: the global batch {spec.batch_size} is larger than the {len(x)} training samples")
     model = build_model(spec.model, x.shape[1], y.shape[1] if y.ndim == 2 else 1).to(dev)
     if init_weights is not None:
         model.load_state_dict(init_weights)
+    model = distributed.sync_batchnorm(model, dev)  # statistics of the global batch (same keys: checkpoints stay plain)
+    net = distributed.ddp(model, dev)
     opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, spec.steps), eta_min=spec.lr / 20)
-    loss_fn = nn.MSELoss() if spec.model != "cnn-class" else nn.BCEWithLogitsLoss()
+    weights = positive_weights(y, spec.class_weight) if spec.model == "cnn-class" else None
+    loss_fn = nn.MSELoss() if spec.model != "cnn-class" else nn.BCEWithLogitsLoss(pos_weight=None if weights is None else weights.to(dev))
     xn, yn = norm.inputs(x), norm.targets(y)
     rho_range = _ssim_range(spec.model, meta)
     flip_aug = spec.model in DENSE and meta["spec"]["observe"] == "snapshots"
 
+    epoch_cache: dict[int, list[Tensor]] = {}
+
     def step_fn(step: int) -> dict[str, float]:
+        # epochs without replacement (DistributedSampler, epoch advanced); the global batch of a
+        # step does not depend on the number of processes, so any world size resumes any other
+        epoch, i = divmod(step, steps_per_epoch)
+        if epoch not in epoch_cache:
+            epoch_cache.clear()
+            epoch_cache[epoch] = distributed.epoch_batches(len(xn), per_rank, epoch, spec.seed)
+        idx = epoch_cache[epoch][i]
         model.train()
-        idx = torch.randint(0, len(xn), (spec.batch_size,), generator=gen)
         xb, yb = xn[idx].to(dev), yn[idx].to(dev)
         if flip_aug:  # the problem is symmetric under y -> -y (source on the whole left edge)
-            flip = torch.rand(len(idx), generator=gen) < 0.5
+            draw = torch.Generator().manual_seed(spec.seed * 1_000_003 + step)
+            flip = distributed.rank_slice(torch.rand(spec.batch_size, generator=draw) < 0.5)
             xb = torch.where(flip.to(dev)[:, None, None, None], xb.flip(-2), xb)
             yb = torch.where(flip.to(dev)[:, None, None, None], yb.flip(-2), yb)
-        loss = loss_fn(model(xb), yb)
+        loss = loss_fn(net(xb), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -306,16 +344,24 @@ def train_model(data: str | Path, run: str | Path, spec: TrainSpec, device: str 
 
     def eval_fn(step: int) -> dict[str, float]:
         sub = slice(0, min(len(x_test), 128))
-        momenta = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
-        recalibrate_batchnorm(model, xn, dev, batches=10, gen=torch.Generator().manual_seed(step))
-        out = score(spec.model, predict(model, norm, x_test[sub], dev), y_test[sub], rho_range)
+        momenta = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches" in k}
+        recalibrate_batchnorm(model, xn, dev, seed=step, batches=10)  # every rank takes part
+        out = score(spec.model, predict(model, norm, x_test[sub], dev), y_test[sub], rho_range) if distributed.is_main() else {}
         model.load_state_dict({**model.state_dict(), **momenta})  # training continues with its own averages
         return out
 
     config = {**asdict(spec), "data": str(data), "in_channels": int(x.shape[1]), "grid": int(x.shape[-1]),
               "n_out": int(y.shape[1]) if y.ndim == 2 else 1, "kind": meta["spec"]["kind"], "observe": meta["spec"]["observe"]}
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    facts = distributed.describe(spec.batch_size, spec.lr)
+    if distributed.is_main():
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        JsonlLog(run / "log.jsonl").write({"event": "start", **facts})
+        if facts["world_size"] > 1 and not quiet:
+            from physinv.core.train import stderr_console
+
+            stderr_console.print(f"radiative train: {facts['world_size']} processes ({facts['backend']}), global batch "
+                                 f"{spec.batch_size} = {facts['world_size']} x {per_rank}, lr {spec.lr:g}")
     result = fit(
         step_fn, run_dir=run, steps=spec.steps, state={"model": model, "opt": opt, "sched": sched},
         max_minutes=spec.max_minutes, checkpoint_every=spec.checkpoint_every, eval_fn=eval_fn,
@@ -325,10 +371,14 @@ def train_model(data: str | Path, run: str | Path, spec: TrainSpec, device: str 
     if result.step > result.resumed_from:  # precise BN statistics, in memory and in the final checkpoint
         from physinv.core.train import load_checkpoint, save_checkpoint
 
-        recalibrate_batchnorm(model, xn, dev, gen=torch.Generator().manual_seed(0))
-        ckpt = load_checkpoint(ckpt_path)
-        ckpt["state"]["model"] = model.state_dict()
-        save_checkpoint(ckpt_path, ckpt)
+        recalibrate_batchnorm(model, xn, dev, seed=0)
+        if distributed.is_main():
+            ckpt = load_checkpoint(ckpt_path)
+            ckpt["state"]["model"] = model.state_dict()
+            save_checkpoint(ckpt_path, ckpt)
+        distributed.barrier()
+    if not distributed.is_main():
+        return {"steps": result.step, "stopped_by": result.stopped_by, "rank": distributed.rank()}
     metrics = {**score(spec.model, predict(model, norm, x_test, dev), y_test, rho_range),
                "steps": result.step, "stopped_by": result.stopped_by, "train_seconds": round(result.elapsed_s, 1),
                "n_train": len(x), "n_test": len(x_test)}

@@ -85,6 +85,14 @@ def test_train_and_eval_cli(tmp_path, capsys):
     m = run_cli(["radiative", "train", str(data), "--model", "cnn", "--out", str(tmp_path / "cnn"), "--steps", "5",
                  "--batch-size", "4", "--device", "cpu"], capsys)
     assert m["steps"] == 5
+    # --steps 0 means no step (it used to become 2000): the untrained network is scored
+    m = run_cli(["radiative", "train", str(data), "--model", "cnn", "--out", str(tmp_path / "zero"), "--steps", "0",
+                 "--batch-size", "4", "--device", "cpu"], capsys)
+    assert m["steps"] == 0
+    # the inversion draws nothing at random: no --seed to accept and ignore
+    with pytest.raises(SystemExit) as exc:
+        main(["radiative", "invert", str(data), "--seed", "1", "--steps", "0"])
+    assert exc.value.code == 2 and "No such option: --seed" in capsys.readouterr().err
     # fine-tuning starts a new run from the weights of another
     m = run_cli(["radiative", "train", str(data), "--model", "cnn", "--out", str(tmp_path / "ft"), "--steps", "2",
                  "--batch-size", "4", "--init-from", str(tmp_path / "cnn"), "--device", "cpu"], capsys)
@@ -112,6 +120,17 @@ def test_unet_learns_a_tiny_set_and_vnet_builds(tmp_path):
     net = DensityVNet(4)
     assert net(torch.randn(2, 4, 16, 16)).shape == (2, 1, 16, 16)
     assert isinstance(DensityVNet(6).adapter, torch.nn.Conv2d)  # 16 % 6 != 0: 1×1 adapter
+
+
+def test_class_weights_balance_each_cell():
+    from physinv.radiative.learn import positive_weights
+
+    labels = torch.tensor([[1.0, 0, 0], [1, 1, 0], [0, 0, 0], [1, 0, 0]])
+    assert positive_weights(labels, "none") is None
+    # cell 0: 3 positives, 1 negative -> 1 (never below); cell 1: 1 vs 3 -> 3; cell 2: never positive -> 4 / 1
+    assert positive_weights(labels, "balanced").tolist() == [1.0, 3.0, 4.0]
+    with pytest.raises(PhysinvError, match="--class-weight: must be none or balanced, got 'x'"):
+        positive_weights(labels, "x")
 
 
 def test_scores():
