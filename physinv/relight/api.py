@@ -75,6 +75,8 @@ class RelightRun:
         o, d = image_rays(self.normalise_c2w(c2w), intrinsics.to(self.device, torch.float32), width, height)
         o, d = o.reshape(-1, 3), d.reshape(-1, 3)
         light = self.model.light() if light is None else light.to(self.device)
+        if self.method == "nerd":  # autograd normals keep a graph per chunk: smaller chunks
+            chunk = min(chunk, 1024)
         parts: dict[str, list[Tensor]] = {}
         for s in range(0, o.shape[0], chunk):
             out = self.model.render_rays(o[s:s + chunk], d[s:s + chunk], light=light, differentiable=False, **overrides)

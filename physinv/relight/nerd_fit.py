@@ -76,7 +76,7 @@ def train_nerd(data_dir: str | Path, run_dir: str | Path, cfg: RelightConfig, de
     from physinv.relight.train import RelightTrainResult
 
     run_dir = Path(run_dir)
-    gen = seed_everything(cfg.seed)
+    seed_everything(cfg.seed)  # draws come from torch's global generator, which every checkpoint saves: a resumed run draws what the uninterrupted one would
     rv = load_relight_views(data_dir, "train", device)
     views = rv.views
     n_views, h, w = views.images.shape[:3]
@@ -99,9 +99,9 @@ def train_nerd(data_dir: str | Path, run_dir: str | Path, cfg: RelightConfig, de
         sched = schedule(progress.fraction(step), cfg.schedule_paper_steps)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * sched["lr_factor"]
-        view = int(torch.randint(0, n_views, (1,), generator=gen))
+        view = int(torch.randint(0, n_views, (1,)))
         light_index = int(frame_set_t[view])
-        pix = pixels[torch.randint(0, h * w, (cfg.batch_rays,), generator=gen)]
+        pix = pixels[torch.randint(0, h * w, (cfg.batch_rays,))]
         v, u = pix[:, 0].to(device), pix[:, 1].to(device)
         o, d = camera_rays(views.c2w[view].expand(cfg.batch_rays, 4, 4), views.intrinsics[view].expand(cfg.batch_rays, 4), torch.stack([u, v], -1).float() + 0.5)
         target, mask = views.images[view, v, u], rv.masks[view, v, u]

@@ -132,6 +132,42 @@ def test_resume_continues(fitted, tmp_path):
     assert result.fit.resumed_from == STEPS and result.fit.step == STEPS + 3
 
 
+def test_resumed_run_matches_the_uninterrupted_one(two_light_scene, tmp_path, one_thread, monkeypatch):
+    """A 6-step run interrupted (SIGINT) during step 3 and run again ends with the weights of the
+    uninterrupted run: the first resumed step's loss bit for bit (weights, optimiser, schedule and
+    random draws resume), the final weights to float rounding only. Known and unexplained: in that
+    step the decomposition network's double-backward gradients differ in the last bits (parameters,
+    rays and the sampling network's gradients are identical; two uninterrupted runs are identical)."""
+    import os
+    import signal
+
+    import physinv.relight.nerd_fit as nerd_fit
+    from physinv.core.train import load_checkpoint
+
+    cfg = {**TINY, "checkpoint_every": 100, "log_every": 1}
+    train(two_light_scene, tmp_path / "once", RelightConfig(steps=6, **cfg), quiet=True)
+    schedule, calls = nerd_fit.schedule, []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # as a user's Ctrl-C: the step finishes, a checkpoint is written
+        return schedule(*args)
+
+    monkeypatch.setattr(nerd_fit, "schedule", interrupted)
+    first = train(two_light_scene, tmp_path / "twice", RelightConfig(steps=6, **cfg), quiet=True)
+    assert first.fit.stopped_by == "interrupt" and first.fit.step == 3
+    monkeypatch.setattr(nerd_fit, "schedule", schedule)
+    again = train(two_light_scene, tmp_path / "twice", RelightConfig(steps=6, **cfg), quiet=True)
+    assert again.fit.resumed_from == 3 and again.fit.step == 6
+    a = load_checkpoint(tmp_path / "once" / "checkpoint.pt")["state"]["model"]
+    b = load_checkpoint(tmp_path / "twice" / "checkpoint.pt")["state"]["model"]
+    logs = [[json.loads(line) for line in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in ("once", "twice")]
+    assert [r["loss"] for r in logs[0] if r["step"] == 4] == [r["loss"] for r in logs[1] if r["step"] == 4]  # the first resumed step: bit for bit
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+
+
 def test_fit_eval_render_edit_export_cli(fitted, tmp_path, capsys):
     from physinv.cli import main
 
