@@ -10,6 +10,12 @@ mask; mask pixels the surface misses show the background, as a render does), ``p
 every pixel), ``albedo_psnr`` (aligned, masked, sRGB-encoded like the stored maps) when albedo maps
 exist and ``normal_error_deg`` (mean angle on pixels inside the mask that the surface hits) when
 normal maps exist.
+
+NeRD runs (``relight.nerd``) load the same way; ``RelightRun.light_sets`` names their learnt
+illuminations. Their evaluation renders a frame whose ``light`` names a training illumination under
+the learnt one, adds ``psnr_render`` (the run's own soft-opacity render, every pixel, unaligned: the
+novel-view score ``nerf eval`` reports) and, for frames under other lights, ``psnr_no_relight``
+(the same view under the best learnt illumination, scored like ``psnr``).
 """
 
 from __future__ import annotations
