@@ -10,13 +10,19 @@ mask; mask pixels the surface misses show the background, as a render does), ``p
 every pixel), ``albedo_psnr`` (aligned, masked, sRGB-encoded like the stored maps) when albedo maps
 exist and ``normal_error_deg`` (mean angle on pixels inside the mask that the surface hits) when
 normal maps exist.
+
+NeRD runs (``relight.nerd``) load the same way; ``RelightRun.light_sets`` names their learnt
+illuminations. Their evaluation renders a frame whose ``light`` names a training illumination under
+the learnt one, adds ``psnr_render`` (the run's own soft-opacity render, every pixel, unaligned: the
+novel-view score ``nerf eval`` reports) and, for frames under other lights, ``psnr_no_relight``
+(the same view under the best learnt illumination, scored like ``psnr``).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +45,7 @@ from physinv.relight.train import build_model, to_display
 
 @dataclass
 class RelightRun:
-    model: PhysgModel
+    model: PhysgModel  # or relight.nerd.NerdModel
     config: RelightConfig
     centre: Tensor  # (3,) world centre of the normalisation
     scale: float  # world units per normalised unit
@@ -47,6 +53,17 @@ class RelightRun:
     background: Tensor  # (3,)
     data: Path | None
     run_dir: Path
+    light_sets: list[str | None] = field(default_factory=list)  # NeRD: the name of each learnt illumination
+
+    @property
+    def method(self) -> str:
+        return self.config.method
+
+    def learnt_light(self, name: str | None) -> sg.SGLight | None:
+        """The learnt illumination a training ``light`` name refers to (NeRD), else None."""
+        if name is not None and name in self.light_sets:
+            return self.model.light(self.light_sets.index(name))
+        return None
 
     @property
     def device(self) -> torch.device:
@@ -64,12 +81,15 @@ class RelightRun:
         o, d = image_rays(self.normalise_c2w(c2w), intrinsics.to(self.device, torch.float32), width, height)
         o, d = o.reshape(-1, 3), d.reshape(-1, 3)
         light = self.model.light() if light is None else light.to(self.device)
+        if self.method == "nerd":  # autograd normals keep a graph per chunk: smaller chunks
+            chunk = min(chunk, 1024)
         parts: dict[str, list[Tensor]] = {}
         for s in range(0, o.shape[0], chunk):
             out = self.model.render_rays(o[s:s + chunk], d[s:s + chunk], light=light, differentiable=False, **overrides)
-            for k in ("rgb", "diffuse", "specular", "albedo", "normal", "hit"):
-                parts.setdefault(k, []).append(out[k].detach())
-        return {k: torch.cat(v).reshape(height, width, -1).squeeze(-1) if k == "hit" else torch.cat(v).reshape(height, width, -1) for k, v in parts.items()}
+            for k in ("rgb", "diffuse", "specular", "albedo", "normal", "hit", "opacity", "base_colour", "metallic", "roughness"):
+                if k in out:
+                    parts.setdefault(k, []).append(out[k].detach())
+        return {k: torch.cat(v).reshape(height, width, -1).squeeze(-1) if k in ("hit", "opacity") else torch.cat(v).reshape(height, width, -1) for k, v in parts.items()}
 
     def light_from_map(self, image: np.ndarray | Tensor, to_world: Tensor | None = None, lobes: int | None = None, steps: int = 500) -> tuple[sg.SGLight, float]:
         """Fit an SG light (the run's lobe count by default) to an equirectangular map (H, 2H, 3)."""
@@ -85,12 +105,13 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> Relight
     if "relight" not in conf:
         raise input_error(run_dir / CHECKPOINT_NAME, "config.relight", "not a relight run (fitted by `physinv relight fit`?)")
     cfg = build_config(RelightConfig, conf["relight"], str(run_dir / CHECKPOINT_NAME))
-    model = build_model(cfg).to(device)
+    model = build_model(cfg, len(conf.get("light_sets") or [None])).to(device)
     model.load_state_dict(ckpt["state"]["model"])
     model.eval()
     return RelightRun(
         model, cfg, torch.tensor(conf["centre"], dtype=torch.float32, device=device), float(conf["scale"]), bool(conf["linear"]),
         torch.tensor(conf["background"], dtype=torch.float32, device=device), Path(conf["data"]) if conf.get("data") else None, run_dir,
+        list(conf.get("light_sets") or []),
     )
 
 
@@ -123,8 +144,27 @@ def _target_linear(image: Tensor, linear: bool) -> Tensor:
     return image if linear else srgb_to_linear(image.clamp(0, 1))
 
 
-def evaluate(run: RelightRun, data_dir: str | Path, split: str = "test", lobes: int | None = None, fit_steps: int = 500) -> dict:
-    """Relight every view of ``split`` under the map its ``light`` names and score it (module docstring)."""
+def _scored(run: RelightRun, out: dict[str, Tensor], target: Tensor, mask: Tensor, linear: bool, background: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(aligned render, raw render, the model's own soft render) of one view, display-encoded (H, W, 3)."""
+    target_lin = _target_linear(target, linear)
+    scale = median_scale(out["rgb"], target_lin, mask & out["hit"])
+    # what a render shows: the surface where rays hit it, the background elsewhere (also inside the mask)
+    hit = out["hit"][..., None].float()
+    aligned = to_display(out["rgb"] * scale, linear).clamp(0, 1) * hit + background * (1 - hit)
+    raw = to_display(out["rgb"], linear).clamp(0, 1) * hit + background * (1 - hit)
+    alpha = out["opacity"][..., None] if "opacity" in out else hit
+    soft = to_display(out["rgb"], linear).clamp(0, 1) * alpha + background * (1 - alpha)
+    return aligned, raw, soft
+
+
+def evaluate(run: RelightRun, data_dir: str | Path, split: str = "test", lobes: int | None = None, fit_steps: int = 500, learnt_lights: bool = True) -> dict:
+    """Relight every view of ``split`` under the map its ``light`` names and score it (module docstring).
+
+    NeRD runs: a frame whose ``light`` names a training illumination is rendered under the learnt
+    one (``learnt_lights``; else its map is fitted like any other), and ``psnr_render`` (every pixel,
+    no alignment: the run's own prediction, as ``nerf eval`` scores) is reported; for frames under
+    other lights also ``psnr_no_relight``: the same view under the best of the learnt
+    illuminations, scored like ``psnr`` (the baseline a relighting must beat)."""
     data_dir = Path(data_dir)
     rv = load_relight_views(data_dir, split, run.device, run.centre, run.scale)
     views = rv.views
@@ -135,23 +175,36 @@ def evaluate(run: RelightRun, data_dir: str | Path, split: str = "test", lobes: 
     has_normal = all("normal_path" in e for e in extras)
     maps = tuple(k for k, ok in (("albedo", has_albedo), ("normal", has_normal)) if ok)
     gt_maps = load_views(data_dir, split, device=run.device, maps=maps).maps if maps else {}
-    per: dict[str, list[float]] = {k: [] for k in ("psnr", "ssim", "psnr_unaligned", "psnr_full_image", "albedo_psnr", "normal_error_deg")}
+    per: dict[str, list[float]] = {k: [] for k in ("psnr", "ssim", "psnr_unaligned", "psnr_full_image", "albedo_psnr", "normal_error_deg", "psnr_render", "psnr_no_relight")}
+    nerd = run.method == "nerd"
+    sources = []
     for i in range(len(views)):
-        path = views.light_path(i)
-        if path not in lights:
-            image = read_envmap(path, f"frames[{i}].light")
-            lights[path], fit_errors[path.name] = run.light_from_map(image, views.envmap_to_world, lobes, fit_steps)
+        learnt = run.learnt_light(views.lights[i]) if nerd and learnt_lights else None
         world_c2w = views.c2w[i].clone()
         world_c2w[:3, 3] = world_c2w[:3, 3] * rv.scale + rv.centre.to(world_c2w)
-        out = run.render_image(world_c2w, views.intrinsics[i], views.width, views.height, light=lights[path])
+        if learnt is not None:
+            light = learnt
+            sources.append("learnt")
+        else:
+            path = views.light_path(i)
+            if path not in lights:
+                image = read_envmap(path, f"frames[{i}].light")
+                lights[path], fit_errors[path.name] = run.light_from_map(image, views.envmap_to_world, lobes, fit_steps)
+            light = lights[path]
+            sources.append("fitted")
+        out = run.render_image(world_c2w, views.intrinsics[i], views.width, views.height, light=light)
         mask = rv.masks[i] > 0.5
         target = views.images[i]
-        target_lin = _target_linear(target, rv.linear)
-        scale = median_scale(out["rgb"], target_lin, mask & out["hit"])
-        # what a render shows: the surface where rays hit it, the background elsewhere (also inside the mask)
-        hit = out["hit"][..., None].float()
-        aligned = to_display(out["rgb"] * scale, rv.linear).clamp(0, 1) * hit + views.background * (1 - hit)
-        raw = to_display(out["rgb"], rv.linear).clamp(0, 1) * hit + views.background * (1 - hit)
+        aligned, raw, soft = _scored(run, out, target, mask, rv.linear, views.background)
+        if nerd:
+            per["psnr_render"].append(masked_psnr(soft, target, torch.ones_like(mask)))
+            if learnt is None and run.light_sets:
+                best = -math.inf
+                with torch.no_grad():
+                    for k in range(len(run.light_sets)):
+                        base = run.render_image(world_c2w, views.intrinsics[i], views.width, views.height, light=run.model.light(k))
+                        best = max(best, masked_psnr(_scored(run, base, target, mask, rv.linear, views.background)[0], target, mask))
+                per["psnr_no_relight"].append(best)
         per["psnr"].append(masked_psnr(aligned, target, mask))
         per["ssim"].append(masked_ssim(aligned, target, mask))
         per["psnr_unaligned"].append(masked_psnr(raw, target, mask))
@@ -172,6 +225,8 @@ def evaluate(run: RelightRun, data_dir: str | Path, split: str = "test", lobes: 
             result[k] = float(np.mean(v))
     result["psnr_per_view"] = per["psnr"]
     result["light_fit_rel_l2"] = fit_errors
+    if nerd:
+        result["lights_used"] = {k: sources.count(k) for k in ("learnt", "fitted")}
     return result
 
 

@@ -1,4 +1,4 @@
-"""``physinv relight``: fit PhySG, evaluate relighting, render under any light, edit, export; fit SG lights."""
+"""``physinv relight``: fit PhySG or NeRD, evaluate relighting, render under any light, edit, export; fit SG lights."""
 
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ def _run(run: Path, device: str):
 def fit(
     data: Annotated[Path, typer.Argument(help="data folder with transforms_train.json, masks (alpha or mask_path)")],
     out: Annotated[Path, typer.Option("--out", help="run folder (checkpoint, log, metrics); an existing run resumes")],
-    method: Annotated[str, typer.Option("--method", help="physg")] = "physg",
-    preset: Annotated[Optional[str], typer.Option("--preset", help="small (2 CPU cores, default) | full (PhySG's network sizes)")] = None,
-    lobes: Annotated[Optional[int], typer.Option("--lobes", help="SGs of the environment light (128; 24 also usual)")] = None,
+    method: Annotated[str, typer.Option("--method", help="physg (one light) | nerd (varying light: frames' `light` tie illuminations)")] = "physg",
+    preset: Annotated[Optional[str], typer.Option("--preset", help="small (2 CPU cores, default) | full (the paper's network sizes)")] = None,
+    lobes: Annotated[Optional[int], typer.Option("--lobes", help="SGs per environment light (PhySG 128, NeRD 24)")] = None,
     steps: Steps = None,
     max_minutes: MaxMinutes = None,
     batch_rays: Annotated[Optional[int], typer.Option("--batch-rays", help="rays per step")] = None,
@@ -40,7 +40,7 @@ def fit(
     config: ConfigFile = None,
     quiet: Quiet = False,
 ) -> None:
-    """Fit shape, albedo, specular lobe and SG light to posed, masked images under one light."""
+    """Fit shape, materials and SG light(s) to posed, masked images: PhySG under one light, NeRD under varying light."""
     from physinv.relight.config import RelightConfig
     from physinv.relight.train import train
 
@@ -82,13 +82,14 @@ def render(
     data: Annotated[Optional[Path], typer.Option("--data", help="render this data set's poses instead of an orbit")] = None,
     split: Annotated[str, typer.Option("--split")] = "test",
     exposure: Annotated[float, typer.Option("--exposure", help="radiance multiplier before display encoding")] = 1.0,
+    light: Annotated[Optional[str], typer.Option("--light", help="NeRD: the learnt illumination of this training `light` name")] = None,
     device: Device = "auto",
 ) -> None:
-    """Render the object under any light (default: the fitted one) from any pose."""
+    """Render the object under any light (default: the fitted one, NeRD's first) from any pose."""
     from physinv.relight.render import cameras, light_for, render_set
 
     r = _run(run, device)
-    light, info = light_for(r, envmap, data)
+    light, info = light_for(r, envmap, data, light)
     poses, intr, w, h = cameras(r, data, split, orbit, elevation)
     emit_metrics({**render_set(r, out, poses, intr, w, h, light, exposure), **info}, None)
 
@@ -99,19 +100,24 @@ def edit(
     out: Annotated[Path, typer.Option("--out", help="folder for the edited renders")],
     albedo: Annotated[Optional[str], typer.Option("--albedo", help="R,G,B diffuse albedo in [0, 1] for the whole object")] = None,
     roughness: Annotated[Optional[float], typer.Option("--roughness", help="GGX roughness in (0, 1]")] = None,
-    specular: Annotated[Optional[float], typer.Option("--specular", help="specular albedo F0 in [0, 1]")] = None,
+    specular: Annotated[Optional[float], typer.Option("--specular", help="specular albedo F0 in [0, 1] (PhySG)")] = None,
+    metallic: Annotated[Optional[float], typer.Option("--metallic", help="Disney metallic in [0, 1] (NeRD)")] = None,
     envmap: EnvmapOpt = None,
     orbit: Annotated[int, typer.Option("--orbit", help="frames of the orbit")] = 24,
     device: Device = "auto",
 ) -> None:
-    """Render the object with an edited material (albedo, roughness, specular) under the fitted or a given light."""
+    """Render the object with an edited material (albedo / base colour, roughness, specular or metallic) under the fitted or a given light."""
     import torch
 
     from physinv.relight.render import cameras, light_for, render_set
 
-    if albedo is None and roughness is None and specular is None:
-        raise PhysinvError("relight edit: give at least one of --albedo, --roughness, --specular")
+    if albedo is None and roughness is None and specular is None and metallic is None:
+        raise PhysinvError("relight edit: give at least one of --albedo, --roughness, --specular, --metallic")
     r = _run(run, device)
+    if specular is not None and r.method == "nerd":
+        raise PhysinvError("--specular: a NeRD run has no separate specular albedo (use --metallic, --roughness)")
+    if metallic is not None and r.method != "nerd":
+        raise PhysinvError("--metallic: a PhySG run has no metallic parameter (use --specular)")
     overrides = {}
     if albedo is not None:
         try:
@@ -129,6 +135,10 @@ def edit(
         if not 0.0 <= specular <= 1.0:
             raise PhysinvError(f"--specular: must be in [0, 1], got {specular}")
         overrides["specular"] = torch.tensor([[specular]], device=r.device)
+    if metallic is not None:
+        if not 0.0 <= metallic <= 1.0:
+            raise PhysinvError(f"--metallic: must be in [0, 1], got {metallic}")
+        overrides["metallic"] = torch.tensor([[metallic]], device=r.device)
     light, info = light_for(r, envmap)
     poses, intr, w, h = cameras(r, None, "test", orbit, 25.0)
     result = render_set(r, out, poses, intr, w, h, light, prefix="edit", **overrides)
@@ -140,12 +150,15 @@ def export(
     run: RunArg,
     out: Annotated[Path, typer.Option("--out", help="mesh file: .glb, .ply or .obj (the SG light goes beside it)")],
     res: Annotated[int, typer.Option("--res", help="marching-cubes lattice per axis over the unit sphere's cube")] = 128,
+    level: Annotated[Optional[float], typer.Option("--level", help="NeRD: density level of the surface (per normalised unit; default 10)")] = None,
     device: Device = "auto",
 ) -> None:
-    """Marching cubes of the SDF with albedo vertex colours, plus the SG light as JSON and EXR."""
+    """Marching cubes of the SDF (PhySG) or density (NeRD) with albedo / base-colour vertex colours, plus the SG light(s) as JSON and EXR."""
     from physinv.relight.render import export_mesh
 
-    emit_metrics(export_mesh(_run(run, device), out, res), None)
+    if level is not None and not level > 0:
+        raise PhysinvError(f"--level: must be > 0, got {level}")
+    emit_metrics(export_mesh(_run(run, device), out, res, level), None)
 
 
 @app.command("fit-envmap")

@@ -7,7 +7,7 @@ from typing import Optional
 
 from physinv.errors import PhysinvError
 
-METHODS = ("physg",)
+METHODS = ("physg", "nerd")
 PRESETS = {
     # PhySG's reference sizes (IDR's SDF network 8 x 256 here, 8 x 512 in IDR; albedo MLP 4 x 256)
     "full": dict(sdf_width=256, sdf_depth=8, sdf_skips=(4,), sdf_freqs=6, albedo_width=256, albedo_depth=4, albedo_freqs=10,
@@ -16,16 +16,35 @@ PRESETS = {
     "small": dict(sdf_width=64, sdf_depth=4, sdf_skips=(2,), sdf_freqs=6, albedo_width=64, albedo_depth=3, albedo_freqs=6,
                   steps=3000, batch_rays=512, lr=1e-3, trace_samples=32),
 }
+# NeRD (relight/nerd.py): "full" is the reference code's blender configuration (8 x 256 networks,
+# 64 + 128 samples, 1024 rays, Adam 1e-4, 300 epochs of 1000 steps); "small" fits 2 CPU cores
+NERD_PRESETS = {
+    "full": dict(net_width=256, net_depth=8, pos_freqs=10, coarse_samples=64, fine_samples=128, steps=300_000, batch_rays=1024, lr=1e-4,
+                 schedule_paper_steps=300_000),
+    "small": dict(net_width=64, net_depth=4, pos_freqs=6, coarse_samples=32, fine_samples=64, steps=3000, batch_rays=256, lr=1e-3,
+                  schedule_paper_steps=12_000),
+}
 
 
 @dataclass
 class RelightConfig:
     """Options of a PhySG fit. ``None`` fields take the ``preset``'s value.
 
-    lobes: SGs of the environment light (128 in PhySG; 24 also usual); eikonal_weight / mask_weight /
+    lobes: SGs of each environment light (PhySG 128, NeRD 24 by default); eikonal_weight / mask_weight /
     mask_alpha: IDR's loss weights (0.1, 100) and the mask loss's initial sharpness (50, doubled at 1/8,
     2/8, ..., 5/8 of the run); roughness / specular_albedo: initial specular lobe; trace_samples:
     uniform samples per unconverged ray for the secant bracket (IDR: 100).
+
+    NeRD (``method = "nerd"``): net_width / net_depth / pos_freqs: both networks' trunks (the
+    reference's 256 x 8, 10 octaves); coarse_samples / fine_samples: stratified samples of the
+    sampling network and importance samples of the decomposition network (64 / 128);
+    condense_features: size of the illumination embedding of the sampling network (16);
+    brdf_latent: the BRDF auto-encoder's latent size (2); min_roughness: the decoder's roughness
+    lies in [min_roughness, 1] (keeps the SG lobe's sharpness 2 / r^4 finite); mask_loss: the
+    reference's segmentation-mask loss, ramped in by the schedule (``relight.nerd``);
+    schedule_paper_steps: the reference steps whose schedule the run plays, compressed to its
+    length (full: all 300 000; small: the first 12 000, where its colour blend and mask ramp act —
+    measured better than the whole schedule compressed on a 400-step CPU fit, benchmarks/RESULTS.md).
     """
 
     method: str = "physg"
@@ -33,7 +52,7 @@ class RelightConfig:
     steps: Optional[int] = None
     batch_rays: Optional[int] = None
     lr: Optional[float] = None
-    lobes: int = 128
+    lobes: Optional[int] = None
     sdf_width: Optional[int] = None
     sdf_depth: Optional[int] = None
     sdf_skips: Optional[list[int]] = None
@@ -48,6 +67,16 @@ class RelightConfig:
     eikonal_weight: float = 0.1
     mask_weight: float = 100.0
     mask_alpha: float = 50.0
+    net_width: Optional[int] = None
+    net_depth: Optional[int] = None
+    pos_freqs: Optional[int] = None
+    coarse_samples: Optional[int] = None
+    fine_samples: Optional[int] = None
+    condense_features: int = 16
+    brdf_latent: int = 2
+    min_roughness: float = 0.1
+    mask_loss: bool = True
+    schedule_paper_steps: Optional[float] = None
     seed: int = 0
     checkpoint_every: int = 500
     log_every: int = 25
@@ -59,9 +88,14 @@ def resolve(cfg: RelightConfig) -> RelightConfig:
         raise PhysinvError(f"--method: unknown method '{cfg.method}' (known: {', '.join(METHODS)})")
     if cfg.preset not in PRESETS:
         raise PhysinvError(f"preset: unknown preset '{cfg.preset}' (known: {', '.join(PRESETS)})")
-    values = {k: (v if getattr(cfg, k) is None else getattr(cfg, k)) for k, v in PRESETS[cfg.preset].items()}
-    values["sdf_skips"] = list(values["sdf_skips"])
+    table = NERD_PRESETS if cfg.method == "nerd" else PRESETS
+    values = {k: (v if getattr(cfg, k) is None else getattr(cfg, k)) for k, v in table[cfg.preset].items()}
+    values["lobes"] = cfg.lobes if cfg.lobes is not None else (24 if cfg.method == "nerd" else 128)
+    if "sdf_skips" in values:
+        values["sdf_skips"] = list(values["sdf_skips"])
     out = replace(cfg, **values)
+    if out.method == "nerd":
+        return _check_nerd(out)
     for name in ("lobes", "batch_rays", "trace_samples", "sdf_width", "sdf_depth", "albedo_width", "albedo_depth"):
         if getattr(out, name) < 1:
             raise PhysinvError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(out, name)}")
@@ -72,4 +106,24 @@ def resolve(cfg: RelightConfig) -> RelightConfig:
             raise PhysinvError(f"{name}: must be in (0, 1), got {getattr(out, name)}")
     if out.lr <= 0 or out.init_radius <= 0 or out.init_radius >= 1:
         raise PhysinvError("lr must be > 0 and init_radius in (0, 1)")
+    return out
+
+
+def _check_nerd(out: RelightConfig) -> RelightConfig:
+    for name in ("lobes", "batch_rays", "net_width", "net_depth", "coarse_samples", "brdf_latent"):
+        if getattr(out, name) < 1:
+            raise PhysinvError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(out, name)}")
+    for name in ("pos_freqs", "fine_samples", "condense_features"):
+        if getattr(out, name) < 0:
+            raise PhysinvError(f"{name}: must be >= 0, got {getattr(out, name)}")
+    if out.net_depth < 2:
+        raise PhysinvError(f"net_depth: must be >= 2 (two halves with the input fed again), got {out.net_depth}")
+    if out.steps < 0:
+        raise PhysinvError(f"--steps: must be >= 0, got {out.steps}")
+    if not out.schedule_paper_steps > 0:
+        raise PhysinvError(f"schedule_paper_steps: must be > 0, got {out.schedule_paper_steps}")
+    if not 0.0 < out.min_roughness < 1.0:
+        raise PhysinvError(f"min_roughness: must be in (0, 1), got {out.min_roughness}")
+    if out.lr <= 0:
+        raise PhysinvError(f"lr: must be > 0, got {out.lr}")
     return out

@@ -32,11 +32,19 @@ def data_envmap_to_world(data_dir: Path | None) -> torch.Tensor | None:
     return None
 
 
-def light_for(run: RelightRun, envmap: Path | None, data: Path | None = None) -> tuple[sg.SGLight, dict]:
-    """The run's learnt light, or an SG fit of ``envmap`` rotated by the data's (else the run's
-    data's) ``envmap_to_world`` (identity when neither has one)."""
+def light_for(run: RelightRun, envmap: Path | None, data: Path | None = None, learnt: str | None = None) -> tuple[sg.SGLight, dict]:
+    """The run's learnt light (NeRD: the one named ``learnt``, else the first), or an SG fit of
+    ``envmap`` rotated by the data's (else the run's data's) ``envmap_to_world`` (identity when neither has one)."""
+    if learnt is not None:
+        if envmap is not None:
+            raise PhysinvError("--light and --envmap: give one of them")
+        light = run.learnt_light(learnt)
+        if light is None:
+            known = ", ".join(str(n) for n in run.light_sets if n is not None) or "none"
+            raise PhysinvError(f"--light: '{learnt}' is not a learnt illumination of this run (named: {known})")
+        return light, {"light": f"learnt ({learnt})"}
     if envmap is None:
-        return run.model.light(), {"light": "learnt"}
+        return run.model.light(), {"light": "learnt" if not run.light_sets else f"learnt ({run.light_sets[0]})"}
     image = read_envmap(envmap, None)
     rot = data_envmap_to_world(data) if data is not None else None
     rot = rot if rot is not None else data_envmap_to_world(run.data)
@@ -85,9 +93,13 @@ def render_set(run: RelightRun, out: Path, poses, intrinsics, width: int, height
     return {"frames": len(frames), "out": str(out), "animation": str(gif)}
 
 
-def export_mesh(run: RelightRun, out: Path, resolution: int = 128) -> dict:
-    """Marching cubes of the SDF's zero level in the unit sphere -> world-space mesh with the albedo
-    as sRGB vertex colours (``.glb``/``.ply``/``.obj``), plus ``<stem>_light.json``/``.exr`` (the learnt SG light)."""
+def export_mesh(run: RelightRun, out: Path, resolution: int = 128, level: float | None = None) -> dict:
+    """Marching cubes of the surface in the unit sphere's cube -> world-space mesh with sRGB vertex
+    colours (``.glb``/``.ply``/``.obj``), plus the learnt SG light(s) as ``<stem>_light.json``/``.exr``.
+
+    PhySG: the SDF's zero level, coloured by the diffuse albedo. NeRD: the density's ``level``
+    (default 10 per normalised unit) set, coloured by the base colour; one light file per learnt
+    illumination (``<stem>_light.json`` for the first, ``<stem>_light_<k>.json`` for the others)."""
     import trimesh
     from skimage.measure import marching_cubes
 
@@ -99,14 +111,16 @@ def export_mesh(run: RelightRun, out: Path, resolution: int = 128) -> dict:
     axis = torch.linspace(-1.0, 1.0, resolution, device=dev)
     grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
     with torch.no_grad():
-        values = torch.cat([run.model.sdf(p) for p in grid.split(65536)]).reshape(resolution, resolution, resolution).cpu().numpy()
+        values = torch.cat([surface_values(run, p, level) for p in grid.split(65536)]).reshape(resolution, resolution, resolution).cpu().numpy()
     if values.min() >= 0 or values.max() <= 0:
-        raise PhysinvError(f"{run.run_dir}: the SDF has no zero level inside the unit sphere (an empty or unfitted run)")
+        what = "the SDF has no zero level" if run.method != "nerd" else f"the density never crosses {level if level is not None else 10.0:g}"
+        raise PhysinvError(f"{run.run_dir}: {what} inside the unit sphere (an empty or unfitted run)")
     verts, faces, _, _ = marching_cubes(values, level=0.0, spacing=(2.0 / (resolution - 1),) * 3)
     verts = verts - 1.0
     with torch.no_grad():
         v = torch.as_tensor(verts, dtype=torch.float32, device=dev)
-        albedo = torch.cat([run.model.albedo(p) for p in v.split(65536)])
+        colour_fn = run.model.base_colour if run.method == "nerd" else run.model.albedo
+        albedo = torch.cat([colour_fn(p) for p in v.split(65536)])
     colours = to_uint8_image(to_display(albedo, False).clamp(0, 1)[None])[0]
     world = verts * run.scale + run.centre.cpu().numpy()
     # marching cubes orders triangles for an SDF increasing inwards; ours increases outwards
@@ -115,4 +129,17 @@ def export_mesh(run: RelightRun, out: Path, resolution: int = 128) -> dict:
     mesh.export(out)
     rot = data_envmap_to_world(run.data)
     json_path, exr_path = write_light(run.model.light(), out.with_name(out.stem + "_light"), to_world=rot)
-    return {"mesh": str(out), "vertices": int(len(world)), "faces": int(len(faces)), "light_json": str(json_path), "light_exr": str(exr_path)}
+    result = {"mesh": str(out), "vertices": int(len(world)), "faces": int(len(faces)), "light_json": str(json_path), "light_exr": str(exr_path)}
+    for k in range(1, len(run.light_sets)):
+        write_light(run.model.light(k), out.with_name(f"{out.stem}_light_{k}"), to_world=rot)
+    if run.light_sets:
+        result["lights"] = [str(name) for name in run.light_sets]
+    return result
+
+
+def surface_values(run: RelightRun, points: torch.Tensor, level: float | None = None) -> torch.Tensor:
+    """(N,) values negative inside the surface at normalised points (N, 3): the SDF (PhySG), or
+    level - sigma (NeRD; level 10 by default)."""
+    if run.method == "nerd":
+        return run.model.surface_field(points, 10.0 if level is None else level)
+    return run.model.sdf(points)

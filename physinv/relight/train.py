@@ -34,7 +34,12 @@ class RelightTrainResult:
     train_psnr: float | None
 
 
-def build_model(cfg: RelightConfig) -> PhysgModel:
+def build_model(cfg: RelightConfig, light_sets: int = 1):
+    """The model of a resolved config: PhySG, or NeRD with ``light_sets`` illuminations (weights to be loaded)."""
+    if cfg.method == "nerd":
+        from physinv.relight.nerd_fit import build_nerd
+
+        return build_nerd(cfg, light_sets)
     return PhysgModel(
         lobes=cfg.lobes, sdf_width=cfg.sdf_width, sdf_depth=cfg.sdf_depth, sdf_skips=tuple(cfg.sdf_skips), sdf_freqs=cfg.sdf_freqs,
         albedo_width=cfg.albedo_width, albedo_depth=cfg.albedo_depth, albedo_freqs=cfg.albedo_freqs, init_radius=cfg.init_radius,
@@ -48,7 +53,7 @@ def to_display(linear: torch.Tensor, is_linear: bool) -> torch.Tensor:
 
 
 def train(data_dir: str | Path, run_dir: str | Path, config: RelightConfig, device: torch.device | str = "cpu", max_minutes: float | None = None, quiet: bool = False) -> RelightTrainResult:
-    """Fit (or resume) a PhySG model on ``data_dir``'s train split into ``run_dir``."""
+    """Fit (or resume) a PhySG (or NeRD: ``relight.nerd_fit``) model on ``data_dir``'s train split into ``run_dir``."""
     device = torch.device(device)
     run_dir = Path(run_dir)
     cfg = resolve(config)
@@ -56,6 +61,10 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RelightConfig, devi
     saved = load_checkpoint(ckpt_path)["config"] if ckpt_path.is_file() else None
     if saved is not None and saved.get("relight", {}).get("method") != cfg.method:
         raise input_error(ckpt_path, "config.relight.method", f"the run was fitted with --method {saved.get('relight', {}).get('method')}, not {cfg.method} (use another --out)")
+    if cfg.method == "nerd":
+        from physinv.relight.nerd_fit import train_nerd
+
+        return train_nerd(data_dir, run_dir, cfg, device, max_minutes, quiet)
     gen = seed_everything(cfg.seed)
     rv = load_relight_views(data_dir, "train", device)
     names = sorted({n for n in rv.views.lights if n is not None})

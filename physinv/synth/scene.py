@@ -297,7 +297,7 @@ def synthesize_with_info(
     spec: a TOML/JSON scene file, a parsed ``SceneSpec``, or None for the built-in scene;
     views / test_views: cameras of the train / test split; res: square image size in pixels;
     spp: samples per pixel of the RGB images; lights: K procedural skies, train view i lit by sky
-    i mod K (test views use sky 0); test_light: also render the test cameras under a second light
+    i mod K, and so is test view i (novel views under the training lights); test_light: also render the test cameras under a second light
     (``transforms_relight.json``); variant: Mitsuba variant (None: see ``physinv.synth.variant``);
     prefer_cuda: when choosing the variant, try ``cuda_ad_rgb`` first.
     Returns ``(out_dir, info)`` with info a summary dict (views, resolution, seconds, variant, ...).
@@ -363,7 +363,7 @@ def synthesize_with_info(
         "train": (camera_poses(views, scene_spec, centre, float(rng.uniform(0, 2 * math.pi)), 0.5),
                   [train_lights[i % len(train_lights)][0] for i in range(views)]),
         "test": (camera_poses(test_views, scene_spec, centre, float(rng.uniform(0, 2 * math.pi)), 0.25),
-                 [train_lights[0][0]] * test_views),
+                 [train_lights[i % len(train_lights)][0] for i in range(test_views)]),
     }
     if relight is not None:
         splits["relight"] = (splits["test"][0], [relight[0]] * test_views)

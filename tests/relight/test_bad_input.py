@@ -118,7 +118,7 @@ def test_bad_envmap_to_world(tiny_scene, tmp_path):
 
 def test_edit_needs_an_edit(tmp_path, cli_error):
     line = cli_error(["relight", "edit", str(tmp_path / "run"), "--out", str(tmp_path / "o")])
-    assert line == "physinv: error: relight edit: give at least one of --albedo, --roughness, --specular"
+    assert line == "physinv: error: relight edit: give at least one of --albedo, --roughness, --specular, --metallic"
 
 
 def test_unknown_config_key_and_preset(tiny_scene, tmp_path, cli_error):

@@ -1,0 +1,169 @@
+"""Fit NeRD (``relight.nerd``) to posed, masked photos under varying light, through ``core.train.fit``.
+
+One training image per step (reference): ``batch_rays`` random pixels of it, its illumination set
+and exposure; losses and schedule in ``relight.nerd``'s docstring (note 6).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from physinv.config import config_to_dict
+from physinv.core import sg
+from physinv.core.camera import camera_rays
+from physinv.core.train import CHECKPOINT_NAME, RunProgress, fit, load_checkpoint, seed_everything
+from physinv.errors import input_error
+from physinv.relight.config import RelightConfig
+from physinv.relight.data import load_relight_views
+from physinv.relight.nerd import (
+    WB_GREY,
+    NerdModel,
+    NerdShape,
+    composite_display,
+    ev100_to_exposure,
+    exif_ev100,
+    light_sets,
+    mask_loss,
+    mean_light,
+    rendered_display,
+    white_balance_,
+)
+
+PAPER_STEPS = 300_000  # the reference's 300 epochs x 1000 steps
+
+
+def build_nerd(cfg: RelightConfig, sets: int, mean: sg.SGLight | None = None) -> NerdModel:
+    """The model of a resolved NeRD config with ``sets`` illuminations (``mean``: their start; a
+    placeholder when a checkpoint will overwrite it)."""
+    if mean is None:
+        k = cfg.lobes
+        mean = sg.SGLight(sg.fibonacci_sphere(k), torch.ones(k, 1), torch.ones(k, 3))
+    shape = NerdShape(cfg.net_width, cfg.net_depth, cfg.pos_freqs, cfg.coarse_samples, cfg.fine_samples)
+    return NerdModel(shape, cfg.lobes, sets, mean, cfg.condense_features, cfg.brdf_latent, cfg.min_roughness)
+
+
+def frame_exposures(extras: list[dict], source) -> list[float]:
+    """Per-frame exposure factor: from ``ev100``, else EXIF ``f_number`` / ``exposure_time`` / ``iso``, else 1."""
+    out = []
+    for i, e in enumerate(extras):
+        try:
+            if "ev100" in e:
+                ev = float(e["ev100"])
+            elif all(k in e for k in ("f_number", "exposure_time", "iso")):
+                ev = exif_ev100(float(e["f_number"]), float(e["exposure_time"]), float(e["iso"]))
+            else:
+                out.append(1.0)
+                continue
+        except (TypeError, ValueError, ZeroDivisionError):
+            raise input_error(source, f"frames[{i}].ev100", "expected a number (or positive f_number, exposure_time, iso)") from None
+        if not torch.isfinite(torch.tensor(ev)):
+            raise input_error(source, f"frames[{i}].ev100", f"not finite ({ev})")
+        out.append(ev100_to_exposure(ev))
+    return out
+
+
+def schedule(fraction: float, paper_steps: float = PAPER_STEPS) -> dict[str, float]:
+    """The reference's schedule at the paper step s = ``paper_steps`` x ``fraction`` of the run (note 6)."""
+    s = paper_steps * fraction
+    return {"lr_factor": 0.1 ** (s / 250_000), "colour": 0.75 ** (s / 1500), "advanced": 0.9 ** (s / 5000), "first_phase": float(s < 1000)}
+
+
+def train_nerd(data_dir: str | Path, run_dir: str | Path, cfg: RelightConfig, device: torch.device, max_minutes: float | None = None, quiet: bool = False):
+    """Fit (or resume) NeRD on ``data_dir``'s train split into ``run_dir``; returns ``RelightTrainResult``."""
+    from physinv.relight.train import RelightTrainResult
+
+    run_dir = Path(run_dir)
+    seed_everything(cfg.seed)  # draws come from torch's global generator, which every checkpoint saves: a resumed run draws what the uninterrupted one would
+    rv = load_relight_views(data_dir, "train", device)
+    views = rv.views
+    n_views, h, w = views.images.shape[:3]
+    frame_set, set_names = light_sets(list(views.lights))
+    exposures = frame_exposures(views.frames_extras, views.source)
+    wb_ref = 0
+    wb_value = views.frames_extras[wb_ref].get("white_balance", [WB_GREY] * 3)
+    if not (isinstance(wb_value, list) and len(wb_value) == 3 and all(isinstance(v, (int, float)) and v > 0 for v in wb_value)):
+        raise input_error(views.source, f"frames[{wb_ref}].white_balance", f"expected three positive numbers, got {wb_value!r}")
+    ckpt_path = run_dir / CHECKPOINT_NAME
+    mean = None if ckpt_path.is_file() else mean_light(cfg.lobes, views.envmap_to_world, device)
+    model = build_nerd(cfg, len(set_names), mean).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    progress = RunProgress()
+    frame_set_t = torch.tensor(frame_set)
+    wb_target = torch.tensor(wb_value, dtype=torch.float32, device=device)
+    pixels = torch.stack(torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij"), -1).reshape(-1, 2)
+
+    def step_fn(step: int) -> dict[str, float]:
+        sched = schedule(progress.fraction(step), cfg.schedule_paper_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * sched["lr_factor"]
+        view = int(torch.randint(0, n_views, (1,)))
+        light_index = int(frame_set_t[view])
+        pix = pixels[torch.randint(0, h * w, (cfg.batch_rays,))]
+        v, u = pix[:, 0].to(device), pix[:, 1].to(device)
+        o, d = camera_rays(views.c2w[view].expand(cfg.batch_rays, 4, 4), views.intrinsics[view].expand(cfg.batch_rays, 4), torch.stack([u, v], -1).float() + 0.5)
+        target, mask = views.images[view, v, u], rv.masks[view, v, u]
+        # white balance (no gradient): unclipped in the first phase, every illumination brought to grey
+        first = sched["first_phase"] > 0
+        probe_dir = views.c2w[view, :3, 3]
+        if view == wb_ref:
+            white_balance_(model.lights, light_index, wb_target, probe_dir, exposures[view], None if first else (0.99, 1.01))
+        elif first:
+            white_balance_(model.lights, light_index, torch.full((3,), WB_GREY, device=device), probe_dir, exposures[view], None, grayscale=True)
+        light = model.light(light_index)
+        out = model.render_rays(o, d, light=light, differentiable=True, perturb=True)
+        bg = views.background
+        pred = rendered_display(out, exposures[view], bg, rv.linear)
+        coarse = composite_display(out["coarse_rgb"], out["coarse_opacity"], bg)
+        direct = composite_display(out["direct_rgb"], out["opacity"], bg)
+        mse = (pred - target).square().mean()
+        coarse_mse = (coarse - target).square().mean()
+        direct_mse = (direct - target).square().mean()
+        ramp = 1.0 - sched["advanced"]
+        loss = coarse_mse + mse * max(1.0 - sched["colour"], 0.01) + direct_mse * sched["colour"] + model.fine.brdf.latent_penalty()
+        if cfg.mask_loss:
+            fine_per_ray = cfg.coarse_samples + cfg.fine_samples
+            loss = loss + ramp * (0.4 * mask_loss(out["coarse_alpha"], out["coarse_opacity"], mask, cfg.batch_rays, cfg.coarse_samples)
+                                  + mask_loss(out["fine_alpha"], out["opacity"], mask, cfg.batch_rays, fine_per_ray))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        return {
+            "loss": float(loss.detach()), "psnr": float(-10 * torch.log10(mse.detach())), "psnr_coarse": float(-10 * torch.log10(coarse_mse.detach())),
+            "psnr_direct": float(-10 * torch.log10(direct_mse.detach())), "colour_blend": sched["colour"], "mask_ramp": ramp,
+            "roughness": float(out["roughness"].detach()[out["hit"]].mean()) if out["hit"].any() else float("nan"),
+        }
+
+    ckpt_config = {
+        "relight": config_to_dict(cfg),
+        "centre": rv.centre.tolist(),
+        "scale": rv.scale,
+        "linear": rv.linear,
+        "background": views.background.tolist(),
+        "light_name": set_names[0],
+        "light_sets": set_names,
+        "frame_light": frame_set,
+        "data": str(Path(data_dir).resolve()),
+    }
+    if ckpt_path.is_file():
+        saved = load_checkpoint(ckpt_path)["config"]
+        if saved.get("light_sets") != set_names:
+            raise input_error(ckpt_path, "config.light_sets", "the data's lights differ from the run's (use another --out)")
+    result = fit(
+        step_fn,
+        run_dir=run_dir,
+        steps=cfg.steps,
+        state={"model": model, "optimizer": optimizer},
+        max_minutes=max_minutes,
+        checkpoint_every=cfg.checkpoint_every,
+        log_every=cfg.log_every,
+        config=ckpt_config,
+        desc="relight/nerd",
+        quiet=quiet,
+        progress=progress,
+    )
+    (run_dir / "config.json").write_text(json.dumps(ckpt_config, indent=2) + "\n")
+    return RelightTrainResult(result, cfg, result.last.get("psnr"))

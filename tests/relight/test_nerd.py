@@ -1,0 +1,220 @@
+"""NeRD: normals from the density, the BRDF decoder's ranges, illumination sets tied by `light`, a
+tiny fit on a 2-light scene scored on held-out views, the CLI on NeRD runs, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+from physinv.relight.config import RelightConfig
+from physinv.relight.nerd import BrdfAutoEncoder, DecompositionNetwork, density_normals, light_sets
+from physinv.relight.train import train
+
+TINY = dict(method="nerd", net_width=32, net_depth=2, pos_freqs=4, coarse_samples=16, fine_samples=16, batch_rays=256, lr=5e-3, log_every=10, checkpoint_every=50)
+STEPS = 120
+
+
+def test_normals_of_a_density_ball_point_outwards():
+    """sigma = 10 sigmoid(20 (0.5 - |x|)): -grad sigma / |grad sigma| is x / |x| (within 1 degree)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 3, generator=g, dtype=torch.float64)
+    x = x / x.norm(dim=-1, keepdim=True) * (0.2 + 0.6 * torch.rand(500, 1, generator=g, dtype=torch.float64))
+    sigma, n = density_normals(lambda p: 10.0 * torch.sigmoid(20.0 * (0.5 - p.norm(dim=-1))), x)
+    cos = (n * x / x.norm(dim=-1, keepdim=True)).sum(-1).clamp(-1, 1)
+    assert float(torch.rad2deg(torch.arccos(cos)).max()) < 1.0
+    assert not sigma.requires_grad and not n.requires_grad  # no graph kept outside training
+
+
+def test_network_normals_are_minus_the_density_gradient():
+    """The decomposition network's normals match central finite differences of its own raw density,
+    and keep a graph into the weights while training (the shading loss shapes the density)."""
+    torch.manual_seed(0)
+    net = DecompositionNetwork(width=32, depth=2, pos_freqs=3, latent=2, min_roughness=0.1).double()
+    x = torch.rand(20, 3, dtype=torch.float64) * 1.6 - 0.8
+    out = net(x, create_graph=True)
+    eps = 1e-5
+    fd = torch.stack([(net.raw_sigma(x + eps * e) - net.raw_sigma(x - eps * e)) / (2 * eps) for e in torch.eye(3, dtype=torch.float64)], -1)
+    torch.testing.assert_close(out["normal"], -fd / fd.norm(dim=-1, keepdim=True), atol=1e-6, rtol=1e-5)
+    out["normal"].sum().backward()
+    assert net.trunk.hidden[0].weight.grad is not None and net.trunk.hidden[0].weight.grad.abs().sum() > 0
+
+
+def test_decoder_outputs_stay_in_range():
+    torch.manual_seed(0)
+    ae = BrdfAutoEncoder(8, latent=2, min_roughness=0.1)
+    for layer in ae.decoder:
+        if isinstance(layer, torch.nn.Linear):
+            torch.nn.init.normal_(layer.weight, std=5.0)
+    z = torch.cat([torch.randn(2000, 2) * 40.0, torch.tensor([[40.0, 40.0], [-40.0, -40.0], [40.0, -40.0]])])
+    with torch.no_grad():
+        out = ae.decode(z)
+    assert out["base_colour_srgb"].shape == (2003, 3) and out["metallic"].shape == (2003, 1)
+    assert 0.0 <= float(out["base_colour_srgb"].min()) and float(out["base_colour_srgb"].max()) <= 1.0
+    assert 0.0 <= float(out["metallic"].min()) and float(out["metallic"].max()) <= 1.0
+    assert 0.1 <= float(out["roughness"].min()) and float(out["roughness"].max()) <= 1.0
+    assert float(ae.encode(torch.randn(100, 8) * 1e6).detach().abs().max()) <= 40.0
+
+
+def test_light_sets_tie_frames_by_name():
+    per_frame, sets = light_sets(["sky1", "sky0", None, "sky1", None, "sky0"])
+    assert sets == ["sky0", "sky1", None, None]
+    assert per_frame == [1, 0, 2, 1, 3, 0]
+
+
+@pytest.fixture(scope="module")
+def two_light_scene(tmp_path_factory):
+    """The built-in scene, 10 train views at 32 px under 2 skies, 2 test views (one per sky), and
+    the test cameras under an unseen light (transforms_relight.json)."""
+    from physinv.synth.scene import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("two_lights") / "data", views=10, test_views=2, res=32, spp=8, lights=2, test_light=True, seed=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def fitted(two_light_scene, tmp_path_factory, one_thread):
+    run = tmp_path_factory.mktemp("nerd") / "run"
+    train(two_light_scene, run, RelightConfig(steps=STEPS, **TINY), quiet=True)
+    return two_light_scene, run
+
+
+def test_sets_are_tied_and_start_from_one_mean(two_light_scene, tmp_path, one_thread):
+    from physinv.relight.api import load_run
+
+    data = tmp_path / "data"
+    shutil.copytree(two_light_scene, data)
+    path = data / "transforms_train.json"
+    meta = json.loads(path.read_text())
+    del meta["frames"][3]["light"], meta["frames"][4]["light"]  # two frames with no name: a set each
+    path.write_text(json.dumps(meta))
+    train(data, tmp_path / "run0", RelightConfig(steps=0, **TINY), quiet=True)
+    run = load_run(tmp_path / "run0")
+    assert run.light_sets == ["sky0", "sky1", None, None]
+    store = run.model.lights
+    assert store.sets == 4 and all(torch.equal(store.amplitude[0], store.amplitude[k]) for k in range(4))
+    frames = json.loads((tmp_path / "run0" / "config.json").read_text())["frame_light"]
+    assert frames == [0, 1, 0, 2, 3, 1, 0, 1, 0, 1]
+    train(data, tmp_path / "run1", RelightConfig(steps=6, **TINY), quiet=True)
+    trained = load_run(tmp_path / "run1").model.lights
+    assert not torch.equal(trained.amplitude[0], trained.amplitude[1])  # sets move apart once trained
+
+
+def test_tiny_fit_beats_trivial_answers_on_held_out_views(fitted, tmp_path):
+    """Held-out views under the training lights (learnt illuminations): the run's own render beats
+    the background-only image; relit under the unseen light: beats the untrained model."""
+    from physinv.io.dataset import load_views
+    from physinv.relight.api import evaluate, load_run, masked_psnr
+
+    data, run = fitted
+    test = evaluate(load_run(run), data, "test", fit_steps=50)
+    assert test["lights_used"] == {"learnt": 2, "fitted": 0}
+    views = load_views(data, "test")
+    every = torch.ones(views.images.shape[1:3], dtype=torch.bool)
+    blank = sum(masked_psnr(views.background.expand_as(im), im, every) for im in views.images) / len(views)
+    print("nerd tiny fit:", test["psnr_render"], blank)
+    assert test["psnr_render"] > blank + 2.0, (test["psnr_render"], blank)
+    relit = evaluate(load_run(run), data, "relight", fit_steps=50)
+    assert relit["lights_used"] == {"learnt": 0, "fitted": 2} and math.isfinite(relit["psnr_no_relight"])
+    train(data, tmp_path / "untrained", RelightConfig(steps=0, **TINY), quiet=True)
+    untrained = evaluate(load_run(tmp_path / "untrained"), data, "relight", fit_steps=50)
+    print("nerd tiny relit:", relit["psnr_full_image"], untrained["psnr_full_image"], relit["psnr"], relit["psnr_no_relight"])
+    assert relit["psnr_full_image"] > untrained["psnr_full_image"] + 2.0, (relit["psnr_full_image"], untrained["psnr_full_image"])
+
+
+def test_resume_continues(fitted, tmp_path):
+    data, run = fitted
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    result = train(data, copy, RelightConfig(steps=STEPS + 3, **TINY), quiet=True)
+    assert result.fit.resumed_from == STEPS and result.fit.step == STEPS + 3
+
+
+def test_resumed_run_matches_the_uninterrupted_one(two_light_scene, tmp_path, one_thread, monkeypatch):
+    """A 6-step run interrupted (SIGINT) during step 3 and run again ends with the weights of the
+    uninterrupted run: the first resumed step's loss bit for bit (weights, optimiser, schedule and
+    random draws resume), the final weights to float rounding only. Known and unexplained: in that
+    step the decomposition network's double-backward gradients differ in the last bits (parameters,
+    rays and the sampling network's gradients are identical; two uninterrupted runs are identical)."""
+    import os
+    import signal
+
+    import physinv.relight.nerd_fit as nerd_fit
+    from physinv.core.train import load_checkpoint
+
+    cfg = {**TINY, "checkpoint_every": 100, "log_every": 1}
+    train(two_light_scene, tmp_path / "once", RelightConfig(steps=6, **cfg), quiet=True)
+    schedule, calls = nerd_fit.schedule, []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # as a user's Ctrl-C: the step finishes, a checkpoint is written
+        return schedule(*args)
+
+    monkeypatch.setattr(nerd_fit, "schedule", interrupted)
+    first = train(two_light_scene, tmp_path / "twice", RelightConfig(steps=6, **cfg), quiet=True)
+    assert first.fit.stopped_by == "interrupt" and first.fit.step == 3
+    monkeypatch.setattr(nerd_fit, "schedule", schedule)
+    again = train(two_light_scene, tmp_path / "twice", RelightConfig(steps=6, **cfg), quiet=True)
+    assert again.fit.resumed_from == 3 and again.fit.step == 6
+    a = load_checkpoint(tmp_path / "once" / "checkpoint.pt")["state"]["model"]
+    b = load_checkpoint(tmp_path / "twice" / "checkpoint.pt")["state"]["model"]
+    logs = [[json.loads(line) for line in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in ("once", "twice")]
+    assert [r["loss"] for r in logs[0] if r["step"] == 4] == [r["loss"] for r in logs[1] if r["step"] == 4]  # the first resumed step: bit for bit
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+
+
+def test_fit_eval_render_edit_export_cli(fitted, tmp_path, capsys):
+    from physinv.cli import main
+
+    data, run = fitted
+
+    def cli(argv):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code in (0, None)
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    small = ["--steps", "2", "--batch-rays", "64", "--device", "cpu", "--quiet"]
+    toml = tmp_path / "tiny.toml"
+    toml.write_text("net_width = 16\nnet_depth = 2\ncoarse_samples = 8\nfine_samples = 8\n")
+    out = cli(["relight", "fit", str(data), "--method", "nerd", "--out", str(tmp_path / "cli_run"), "--config", str(toml), *small])
+    assert out["method"] == "nerd" and out["step"] == 2
+    metrics = cli(["relight", "eval", str(run), "--split", "relight", "--device", "cpu"])
+    assert metrics["views"] == 2 and "psnr_no_relight" in metrics and metrics["lights_used"]["fitted"] == 2
+    out = cli(["relight", "render", str(run), "--light", "sky1", "--orbit", "2", "--out", str(tmp_path / "r"), "--device", "cpu"])
+    assert out["frames"] == 2 and out["light"] == "learnt (sky1)" and (tmp_path / "r" / "rgb.gif").is_file()
+    out = cli(["relight", "render", str(run), "--envmap", str(data / "envmaps" / "test_light.exr"), "--orbit", "1", "--out", str(tmp_path / "u"), "--device", "cpu"])
+    assert "light_fit_rel_l2" in out
+    out = cli(["relight", "edit", str(run), "--albedo", "1,0,0", "--metallic", "1", "--roughness", "0.3", "--orbit", "1", "--out", str(tmp_path / "e"), "--device", "cpu"])
+    assert out["edit"]["metallic"] == [1.0] and (tmp_path / "e" / "edit_000.png").is_file()
+    out = cli(["relight", "export", str(run), "--out", str(tmp_path / "m.ply"), "--res", "24", "--level", "1", "--device", "cpu"])
+    import trimesh
+
+    mesh = trimesh.load(tmp_path / "m.ply")
+    assert len(mesh.vertices) == out["vertices"] > 0 and mesh.visual.vertex_colors.shape[1] == 4
+    assert out["lights"] == ["sky0", "sky1"] and (tmp_path / "m_light.json").is_file() and (tmp_path / "m_light_1.exr").is_file()
+
+
+def test_bad_input(fitted, tmp_path, cli_error):
+    data, run = fitted
+    line = cli_error(["relight", "edit", str(run), "--specular", "0.5", "--orbit", "1", "--out", str(tmp_path / "e"), "--device", "cpu"])
+    assert line == "physinv: error: --specular: a NeRD run has no separate specular albedo (use --metallic, --roughness)"
+    line = cli_error(["relight", "render", str(run), "--light", "sky7", "--out", str(tmp_path / "r"), "--device", "cpu"])
+    assert line == "physinv: error: --light: 'sky7' is not a learnt illumination of this run (named: sky0, sky1)"
+    bad = tmp_path / "data"
+    shutil.copytree(data, bad)
+    meta = json.loads((bad / "transforms_train.json").read_text())
+    meta["frames"][2]["ev100"] = "bright"
+    (bad / "transforms_train.json").write_text(json.dumps(meta))
+    line = cli_error(["relight", "fit", str(bad), "--method", "nerd", "--out", str(tmp_path / "run"), "--steps", "1", "--device", "cpu", "--quiet"])
+    assert line == f"physinv: error: {bad / 'transforms_train.json'}: frames[2].ev100: expected a number (or positive f_number, exposure_time, iso)"
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    line = cli_error(["relight", "fit", str(data), "--method", "nerd", "--out", str(run), "--steps", "1", "--lobes", "12", "--device", "cpu", "--quiet"])
+    assert line.startswith(f"physinv: error: {run / 'checkpoint.pt'}: state.model: does not match this run's configuration")
+    line = cli_error(["relight", "fit", str(data), "--method", "nerf", "--out", str(tmp_path / "x"), "--device", "cpu"])
+    assert line == "physinv: error: --method: unknown method 'nerf' (known: physg, nerd)"
