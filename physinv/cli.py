@@ -32,6 +32,7 @@ GROUPS = [
     ("radiative", "physinv.radiative.cli", "Grey P1 radiative transfer: solver, data, V-Net, inversion."),
     ("sft", "physinv.sft.cli", "phi-SfT: cloth reconstruction through a differentiable simulator."),
     ("instance", "physinv.instance.cli", "Instance-NeRF: 3D instance segmentation of a trained NeRF."),
+    ("data", "physinv.capture.cli", "Users' own captures: photos or a COLMAP model -> a physinv data set."),
 ]
 
 
