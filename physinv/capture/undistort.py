@@ -25,7 +25,8 @@ def _source_pixels(out_intrinsics: np.ndarray, intrinsics: np.ndarray, distortio
 
 def undistorted_intrinsics(intrinsics: np.ndarray, distortion: np.ndarray, width: int, height: int) -> np.ndarray:
     """Pinhole intrinsics (4,) for the undistorted image: same principal point, focal lengths scaled
-    by the smallest factor whose image border maps inside the source (bisection on the border pixels)."""
+    by the smallest factor whose border pixel centres map between the source's outermost pixel
+    centres (bisection on the border pixels); no distortion leaves them unchanged."""
     intrinsics = np.asarray(intrinsics, dtype=np.float64)
     border = np.concatenate([
         np.stack([np.arange(width) + 0.5, np.full(width, 0.5)], -1), np.stack([np.arange(width) + 0.5, np.full(width, height - 0.5)], -1),
@@ -35,7 +36,9 @@ def undistorted_intrinsics(intrinsics: np.ndarray, distortion: np.ndarray, width
     def inside(scale: float) -> bool:
         k = intrinsics * np.array([scale, scale, 1.0, 1.0])
         src = _source_pixels(k, intrinsics, distortion, width, height, border)
-        return bool(np.all((src[:, 0] >= 0) & (src[:, 0] <= width) & (src[:, 1] >= 0) & (src[:, 1] <= height)))
+        # between the outermost pixel centres: bilinear resampling never reads past the photo
+        tol = 1e-9
+        return bool(np.all((src[:, 0] >= 0.5 - tol) & (src[:, 0] <= width - 0.5 + tol) & (src[:, 1] >= 0.5 - tol) & (src[:, 1] <= height - 0.5 + tol)))
 
     lo, hi = 0.25, 4.0  # focal scale: inside(hi) holds (zoomed in), inside(lo) usually not
     if inside(lo):
