@@ -151,3 +151,18 @@ def write_points(path: str | Path, points: np.ndarray, colors: np.ndarray | None
     trimesh.PointCloud(np.asarray(points, dtype=np.float64).reshape(-1, 3), colors=colors).export(tmp)
     os.replace(tmp, path)
     return path
+
+
+def similarity_align(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares similarity (Umeyama 1991, through scikit-image) taking points ``source`` (N, 3)
+    onto ``target`` (N, 3): returns the (4, 4) matrix and the aligned source points (N, 3).
+    Used to compare reconstructed camera centres with known ones (any scale, rotation, offset)."""
+    from skimage.transform import SimilarityTransform
+
+    src, dst = np.asarray(source, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 3 or len(src) < 3:
+        raise PhysinvError(f"similarity_align: needs two (N >= 3, 3) point sets of the same shape, got {src.shape} and {dst.shape}")
+    tform = SimilarityTransform.from_estimate(src, dst)
+    if not tform:
+        raise PhysinvError("similarity_align: the points are degenerate (collinear or coincident)")
+    return np.asarray(tform.params), tform(src)

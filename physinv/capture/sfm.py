@@ -90,6 +90,9 @@ def run_sfm(photos: Path, work: Path, matcher: str = "exhaustive", camera_model:
         raise PhysinvError(f"--camera-model: expected one of {', '.join(CAMERA_MODELS)}, got '{camera_model}'")
     timings = {} if timings is None else timings
     names = list_images(photos)
+    # COLMAP's INFO log (a line per image and pair) would bury the stage progress: warnings and errors only
+    work.mkdir(parents=True, exist_ok=True)
+    pycolmap.logging.minloglevel = int(pycolmap.logging.Level.ERROR) if quiet else int(pycolmap.logging.Level.WARNING)
     work.mkdir(parents=True, exist_ok=True)
     database = work / "database.db"
     if database.exists():
