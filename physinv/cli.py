@@ -69,6 +69,22 @@ def demo(
     run_demo(out, device=device, seed=seed, only=[s for s in only.split(",") if s])
 
 
+@app.command()
+def view(
+    run: Annotated[Path, typer.Argument(help="run folder (a NeRF run: checkpoint.pt)")],
+    port: Annotated[int, typer.Option("--port", help="HTTP/websocket port")] = 8080,
+    host: Annotated[str, typer.Option("--host", help="interface to listen on (0.0.0.0: every one)")] = "127.0.0.1",
+    preview: Annotated[int, typer.Option("--preview", help="preview image height in pixels")] = 64,
+    mesh: Annotated[list[Path], typer.Option("--mesh", help="extra mesh files to show (repeatable)")] = [],  # noqa: B006
+    device: Device = "cpu",
+) -> None:
+    """Browser viewer (viser): training cameras, meshes, and the run rendered from the browser's camera."""
+    from physinv.core.train import select_device
+    from physinv.view import serve
+
+    serve(run, host, port, preview, select_device(device), mesh)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the typer app, turning ``PhysinvError`` into one line + exit 2.
 

@@ -1,0 +1,213 @@
+"""``physinv view RUN``: a browser viewer of a trained NeRF run, built on ``viser``.
+
+It shows the training cameras as frustums (with thumbnails), the meshes found in the run folder
+(``*.ply``, ``*.obj``, ``*.glb``, e.g. from ``physinv nerf mesh``), and the run rendered from the
+browser's camera at a low preview resolution (CPU-friendly: 64 pixels high by default), as the
+scene's background image. A drop-down picks the output: ``rgb``, ``depth`` or ``opacity``.
+
+The frame function, :func:`render_for_camera`, is pure (camera in, uint8 image out) so it is
+tested without a browser; the server calls it from one render thread per client that always
+renders the newest camera (dragging the view never queues stale frames).
+
+viser's camera is ``T_world_camera`` in OpenCV axes (+z forward, +y down) with a vertical field
+of view; physinv's ``c2w`` uses OpenGL axes: :func:`viewer_c2w` converts.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from physinv.errors import input_error
+
+MODES = ("rgb", "depth", "opacity")
+MESH_EXTS = (".ply", ".obj", ".glb")
+_FLIP = np.diag([1.0, -1.0, -1.0])  # OpenCV <-> OpenGL camera axes
+
+
+def viewer_c2w(wxyz, position) -> torch.Tensor:
+    """viser camera (unit quaternion wxyz (4,), position (3,); OpenCV axes) -> c2w (4, 4) float64, OpenGL axes."""
+    w, x, y, z = (float(v) for v in wxyz)
+    n = math.sqrt(w * w + x * x + y * y + z * z)
+    w, x, y, z = w / n, x / n, y / n, z / n
+    rot = np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ])
+    c2w = np.eye(4)
+    c2w[:3, :3], c2w[:3, 3] = rot @ _FLIP, np.asarray(position, dtype=np.float64)
+    return torch.as_tensor(c2w)
+
+
+def c2w_to_viewer(c2w) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`viewer_c2w`: OpenGL c2w (4, 4) -> (wxyz (4,), position (3,))."""
+    import viser.transforms as vtf
+
+    m = np.asarray(c2w, dtype=np.float64)
+    return vtf.SO3.from_matrix(m[:3, :3] @ _FLIP).wxyz, m[:3, 3].copy()
+
+
+def preview_intrinsics(fov_y: float, aspect: float, height: int) -> tuple[torch.Tensor, int, int]:
+    """Square-pixel pinhole of vertical field of view ``fov_y`` (radians) and ``aspect`` = W/H at
+    ``height`` pixels: ``(fx, fy, cx, cy)`` (4,) float64, width, height."""
+    height = max(1, int(height))
+    width = max(1, int(round(height * aspect)))
+    f = 0.5 * height / math.tan(0.5 * fov_y)
+    return torch.tensor([f, f, 0.5 * width, 0.5 * height], dtype=torch.float64), width, height
+
+
+def to_uint8(image: torch.Tensor, mode: str) -> np.ndarray:
+    """A rendered output -> (H, W, 3) uint8: colours clamped to [0, 1]; depth normalised by its
+    maximum; opacity as grey."""
+    img = image.detach().float()
+    if mode == "depth":
+        img = img / img.max().clamp(min=1e-8)
+    if img.dim() == 2:
+        img = img.unsqueeze(-1).expand(*img.shape, 3)
+    return (img.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+
+
+def render_for_camera(run, wxyz, position, fov_y: float, aspect: float, height: int = 64, mode: str = "rgb") -> np.ndarray:
+    """The frame the viewer shows for a viser camera: ``run`` (a :class:`~physinv.nerf.api.NerfRun`)
+    rendered at ``height`` pixels, (H, W, 3) uint8."""
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {', '.join(MODES)}, got '{mode}'")
+    intrinsics, width, height = preview_intrinsics(fov_y, aspect, height)
+    with torch.no_grad():
+        out = run.render_image(viewer_c2w(wxyz, position), intrinsics, width, height)
+    return to_uint8(out[mode], mode)
+
+
+@dataclass
+class TrainingCamera:
+    """One frustum: OpenGL c2w (4, 4), vertical fov (radians), aspect W/H, thumbnail (h, w, 3) uint8 or None."""
+
+    c2w: np.ndarray
+    fov_y: float
+    aspect: float
+    thumbnail: np.ndarray | None = None
+
+
+def training_cameras(data: Path | None, thumbnail_height: int = 48, limit: int = 200) -> list[TrainingCamera]:
+    """The training split's cameras of the data folder (none when the run has no data folder)."""
+    if data is None:
+        return []
+    from physinv.io.images import read_image
+    from physinv.io.transforms import read_transforms, split_path
+
+    try:
+        transforms = read_transforms(split_path(data, "train"))
+    except ValueError:  # a data set moved or deleted since training: the viewer still works
+        return []
+    cams = []
+    step = max(1, len(transforms.frames) // limit)
+    for f in transforms.frames[::step]:
+        thumb = None
+        if f.image_path.is_file():
+            import cv2
+
+            img = read_image(f.image_path)[..., :3]
+            h = min(thumbnail_height, img.shape[0])
+            w = max(1, round(img.shape[1] * h / img.shape[0]))
+            thumb = (np.clip(cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA), 0, 1) * 255).astype(np.uint8)
+        fov_y = 2.0 * math.atan(0.5 * f.height / float(f.intrinsics[1]))
+        cams.append(TrainingCamera(np.asarray(f.c2w), fov_y, f.width / f.height, thumb))
+    return cams
+
+
+@dataclass
+class Viewer:
+    """A running viewer: the viser server, the run, and the per-client render threads."""
+
+    run: object
+    server: object
+    preview_height: int
+    mode: str = "rgb"
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)  # one render at a time (CPU)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.get_port())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.server.stop()
+
+
+def start_viewer(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, preview_height: int = 64, device: str | torch.device = "cpu", meshes: list[Path] | None = None, verbose: bool = False) -> Viewer:
+    """Load ``run_dir`` and start serving it (non-blocking); :meth:`Viewer.stop` ends it."""
+    import viser
+
+    from physinv.nerf.api import load_run
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "checkpoint.pt").is_file():
+        raise input_error(run_dir, None, "not a run folder (no checkpoint.pt)")
+    if preview_height < 8:
+        raise input_error(None, "--preview", f"must be >= 8 pixels, got {preview_height}")
+    run = load_run(run_dir, device)
+    server = viser.ViserServer(host=host, port=port, verbose=verbose)
+    viewer = Viewer(run=run, server=server, preview_height=preview_height)
+    cams = training_cameras(run.data)
+    extent = float((run.aabb[1] - run.aabb[0]).max())
+    for i, cam in enumerate(cams):
+        wxyz, pos = c2w_to_viewer(cam.c2w)
+        server.scene.add_camera_frustum(f"/cameras/{i:04d}", fov=cam.fov_y, aspect=cam.aspect, scale=0.05 * extent, wxyz=wxyz, position=pos, image=cam.thumbnail)
+    _add_meshes(server, sorted(p for p in run_dir.iterdir() if p.suffix.lower() in MESH_EXTS) + list(meshes or []))
+
+    mode = server.gui.add_dropdown("output", MODES, initial_value="rgb")
+    res = server.gui.add_slider("preview height (px)", min=16, max=512, step=8, initial_value=preview_height)
+
+    def _client(client) -> None:
+        latest: dict = {}
+        wake = threading.Event()
+
+        @client.camera.on_update
+        def _(camera) -> None:
+            latest["camera"] = (np.array(camera.wxyz), np.array(camera.position), float(camera.fov), float(camera.aspect))
+            wake.set()
+
+        def loop() -> None:
+            while not viewer._stop.is_set():
+                if not wake.wait(0.25):
+                    continue
+                wake.clear()
+                wxyz, pos, fov, aspect = latest["camera"]
+                with viewer._lock:
+                    frame = render_for_camera(viewer.run, wxyz, pos, fov, aspect, int(res.value), str(mode.value))
+                client.scene.set_background_image(frame, format="png")
+
+        threading.Thread(target=loop, daemon=True, name=f"physinv-view-{client.client_id}").start()
+        if cams:  # start where the first training camera was
+            wxyz, pos = c2w_to_viewer(cams[0].c2w)
+            client.camera.wxyz, client.camera.position, client.camera.fov = wxyz, pos, cams[0].fov_y
+
+    server.on_client_connect(_client)
+    return viewer
+
+
+def _add_meshes(server, paths: list[Path]) -> None:
+    from physinv.io.mesh import load_mesh
+
+    for p in paths:
+        server.scene.add_mesh_trimesh(f"/meshes/{Path(p).stem}", load_mesh(p))
+
+
+def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, preview_height: int = 64, device: str | torch.device = "cpu", meshes: list[Path] | None = None) -> None:
+    """``physinv view``: start the viewer and block until Ctrl+C."""
+    import time
+
+    viewer = start_viewer(run_dir, host, port, preview_height, device, meshes, verbose=True)
+    print(f"physinv view: http://{host}:{viewer.port} (Ctrl+C to stop)", flush=True)
+    try:
+        while True:
+            time.sleep(1.0)
+    finally:
+        viewer.stop()
