@@ -1,9 +1,11 @@
-"""``physinv view RUN``: a browser viewer of a trained NeRF run, built on ``viser``.
+"""``physinv view RUN``: a browser viewer of a trained run, built on ``viser``.
 
 It shows the training cameras as frustums (with thumbnails), the meshes found in the run folder
 (``*.ply``, ``*.obj``, ``*.glb``, e.g. from ``physinv nerf mesh``), and the run rendered from the
 browser's camera at a low preview resolution (CPU-friendly: 64 pixels high by default), as the
-scene's background image. A drop-down picks the output: ``rgb``, ``depth`` or ``opacity``.
+scene's background image. A drop-down picks the output: for a NeRF run (``physinv nerf train``)
+``rgb``, ``depth`` or ``opacity``; for a relighting run (``physinv relight fit``) ``rgb`` (under
+the fitted light), ``albedo``, ``normal``, ``diffuse`` or ``specular``.
 
 The frame function, :func:`render_for_camera`, is pure (camera in, uint8 image out) so it is
 tested without a browser; the server calls it from one render thread per client that always
@@ -25,7 +27,8 @@ import torch
 
 from physinv.errors import input_error
 
-MODES = ("rgb", "depth", "opacity")
+NERF_MODES = ("rgb", "depth", "opacity")
+RELIGHT_MODES = ("rgb", "albedo", "normal", "diffuse", "specular")
 MESH_EXTS = (".ply", ".obj", ".glb")
 _FLIP = np.diag([1.0, -1.0, -1.0])  # OpenCV <-> OpenGL camera axes
 
@@ -62,26 +65,65 @@ def preview_intrinsics(fov_y: float, aspect: float, height: int) -> tuple[torch.
     return torch.tensor([f, f, 0.5 * width, 0.5 * height], dtype=torch.float64), width, height
 
 
-def to_uint8(image: torch.Tensor, mode: str) -> np.ndarray:
-    """A rendered output -> (H, W, 3) uint8: colours clamped to [0, 1]; depth normalised by its
-    maximum; opacity as grey."""
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """A display image in [0, 1], (H, W, 3) or (H, W) grey -> (H, W, 3) uint8 (clamped, rounded)."""
     img = image.detach().float()
-    if mode == "depth":
-        img = img / img.max().clamp(min=1e-8)
     if img.dim() == 2:
         img = img.unsqueeze(-1).expand(*img.shape, 3)
     return (img.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
 
 
-def render_for_camera(run, wxyz, position, fov_y: float, aspect: float, height: int = 64, mode: str = "rgb") -> np.ndarray:
-    """The frame the viewer shows for a viser camera: ``run`` (a :class:`~physinv.nerf.api.NerfRun`)
-    rendered at ``height`` pixels, (H, W, 3) uint8."""
-    if mode not in MODES:
-        raise ValueError(f"mode: expected one of {', '.join(MODES)}, got '{mode}'")
+@dataclass
+class Viewable:
+    """A run the viewer can show: ``render(c2w (4, 4), intrinsics (4,), width, height, mode)`` ->
+    display image in [0, 1] (H, W, 3) or (H, W); its ``modes``; the data folder it was trained on."""
+
+    kind: str
+    run: object
+    modes: tuple[str, ...]
+    data: Path | None
+
+    def render(self, c2w: torch.Tensor, intrinsics: torch.Tensor, width: int, height: int, mode: str) -> torch.Tensor:
+        if mode not in self.modes:
+            raise ValueError(f"mode: expected one of {', '.join(self.modes)} for a {self.kind} run, got '{mode}'")
+        with torch.no_grad():
+            out = self.run.render_image(c2w, intrinsics, width, height)
+        if self.kind == "nerf":
+            img = out[mode]
+            return img / img.max().clamp(min=1e-8) if mode == "depth" else img
+        from physinv.io.images import linear_to_srgb
+
+        if mode == "normal":  # world normals to colours; background (no hit) black
+            return (0.5 * (out["normal"] + 1.0)) * out["hit"].unsqueeze(-1).float()
+        return linear_to_srgb(out[mode].clamp(min=0.0))  # the run renders linear radiance / albedo
+
+
+def load_viewable(run_dir: str | Path, device: str | torch.device = "cpu") -> Viewable:
+    """A NeRF run (``config.nerf`` in its checkpoint) or a relighting run (``config.relight``)."""
+    from physinv.core.train import CHECKPOINT_NAME, load_checkpoint
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CHECKPOINT_NAME).is_file():
+        raise input_error(run_dir, None, "not a run folder (no checkpoint.pt)")
+    config = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location="cpu").get("config", {})
+    if "nerf" in config:
+        from physinv.nerf.api import load_run
+
+        run = load_run(run_dir, device)
+        return Viewable("nerf", run, NERF_MODES, run.data)
+    if "relight" in config:
+        from physinv.relight.api import load_run as load_relight
+
+        run = load_relight(run_dir, device)
+        return Viewable("relight", run, RELIGHT_MODES, run.data)
+    raise input_error(run_dir / CHECKPOINT_NAME, "config", "the viewer shows nerf and relight runs; this checkpoint is neither")
+
+
+def render_for_camera(viewable: Viewable, wxyz, position, fov_y: float, aspect: float, height: int = 64, mode: str = "rgb") -> np.ndarray:
+    """The frame the viewer shows for a viser camera (quaternion wxyz, position, vertical fov in
+    radians, aspect W/H): the run rendered at ``height`` pixels, (H, W, 3) uint8."""
     intrinsics, width, height = preview_intrinsics(fov_y, aspect, height)
-    with torch.no_grad():
-        out = run.render_image(viewer_c2w(wxyz, position), intrinsics, width, height)
-    return to_uint8(out[mode], mode)
+    return to_uint8(viewable.render(viewer_c2w(wxyz, position), intrinsics, width, height, mode))
 
 
 @dataclass
@@ -125,10 +167,9 @@ def training_cameras(data: Path | None, thumbnail_height: int = 48, limit: int =
 class Viewer:
     """A running viewer: the viser server, the run, and the per-client render threads."""
 
-    run: object
+    viewable: Viewable
     server: object
     preview_height: int
-    mode: str = "rgb"
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)  # one render at a time (CPU)
 
@@ -145,24 +186,25 @@ def start_viewer(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080,
     """Load ``run_dir`` and start serving it (non-blocking); :meth:`Viewer.stop` ends it."""
     import viser
 
-    from physinv.nerf.api import load_run
-
     run_dir = Path(run_dir)
-    if not (run_dir / "checkpoint.pt").is_file():
-        raise input_error(run_dir, None, "not a run folder (no checkpoint.pt)")
     if preview_height < 8:
         raise input_error(None, "--preview", f"must be >= 8 pixels, got {preview_height}")
-    run = load_run(run_dir, device)
+    viewable = load_viewable(run_dir, device)
+    mesh_files = sorted(p for p in run_dir.iterdir() if p.suffix.lower() in MESH_EXTS) + [Path(m) for m in meshes or []]
+    loaded_meshes = _load_meshes(mesh_files)  # bad files fail before the server starts
     server = viser.ViserServer(host=host, port=port, verbose=verbose)
-    viewer = Viewer(run=run, server=server, preview_height=preview_height)
-    cams = training_cameras(run.data)
-    extent = float((run.aabb[1] - run.aabb[0]).max())
+    viewer = Viewer(viewable=viewable, server=server, preview_height=preview_height)
+    cams = training_cameras(viewable.data)
+    if cams:  # frustums a tenth of the cameras' spread
+        centres = np.stack([c.c2w[:3, 3] for c in cams])
+        size = 0.1 * float(np.median(np.linalg.norm(centres - centres.mean(0), axis=-1))) or 0.1
     for i, cam in enumerate(cams):
         wxyz, pos = c2w_to_viewer(cam.c2w)
-        server.scene.add_camera_frustum(f"/cameras/{i:04d}", fov=cam.fov_y, aspect=cam.aspect, scale=0.05 * extent, wxyz=wxyz, position=pos, image=cam.thumbnail)
-    _add_meshes(server, sorted(p for p in run_dir.iterdir() if p.suffix.lower() in MESH_EXTS) + list(meshes or []))
+        server.scene.add_camera_frustum(f"/cameras/{i:04d}", fov=cam.fov_y, aspect=cam.aspect, scale=size, wxyz=wxyz, position=pos, image=cam.thumbnail)
+    for name, mesh in loaded_meshes:
+        server.scene.add_mesh_trimesh(f"/meshes/{name}", mesh)
 
-    mode = server.gui.add_dropdown("output", MODES, initial_value="rgb")
+    mode = server.gui.add_dropdown("output", viewable.modes, initial_value="rgb")
     res = server.gui.add_slider("preview height (px)", min=16, max=512, step=8, initial_value=preview_height)
 
     def _client(client) -> None:
@@ -181,7 +223,7 @@ def start_viewer(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080,
                 wake.clear()
                 wxyz, pos, fov, aspect = latest["camera"]
                 with viewer._lock:
-                    frame = render_for_camera(viewer.run, wxyz, pos, fov, aspect, int(res.value), str(mode.value))
+                    frame = render_for_camera(viewer.viewable, wxyz, pos, fov, aspect, int(res.value), str(mode.value))
                 client.scene.set_background_image(frame, format="png")
 
         threading.Thread(target=loop, daemon=True, name=f"physinv-view-{client.client_id}").start()
@@ -193,11 +235,10 @@ def start_viewer(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080,
     return viewer
 
 
-def _add_meshes(server, paths: list[Path]) -> None:
+def _load_meshes(paths: list[Path]) -> list[tuple[str, object]]:
     from physinv.io.mesh import load_mesh
 
-    for p in paths:
-        server.scene.add_mesh_trimesh(f"/meshes/{Path(p).stem}", load_mesh(p))
+    return [(Path(p).stem, load_mesh(p)) for p in paths]
 
 
 def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, preview_height: int = 64, device: str | torch.device = "cpu", meshes: list[Path] | None = None) -> None:

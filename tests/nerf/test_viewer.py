@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from physinv.core.camera import look_at
-from physinv.view import c2w_to_viewer, preview_intrinsics, render_for_camera, start_viewer, viewer_c2w
+from physinv.view import c2w_to_viewer, load_viewable, preview_intrinsics, render_for_camera, start_viewer, viewer_c2w
 
 
 def test_viewer_pose_round_trip():
@@ -75,5 +75,10 @@ def test_served_frame_equals_offline_render(ngp_run):
     expected = (offline.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
     assert frame.shape == (24, 32, 3)
     assert np.array_equal(frame[..., :3], expected)
-    assert np.array_equal(frame[..., :3], render_for_camera(run, wxyz, pos, fov, width / height, 24))
+    assert np.array_equal(frame[..., :3], render_for_camera(load_viewable(run_dir), wxyz, pos, fov, width / height, 24))
     assert expected.std() > 5  # the run renders a scene, not a blank frame
+
+
+def test_view_refuses_a_folder_without_a_run(tmp_path, cli_error):
+    line = cli_error(["view", str(tmp_path)])
+    assert line.endswith(f"{tmp_path}: not a run folder (no checkpoint.pt)")
