@@ -1,13 +1,15 @@
 """Round trip of ``physinv data from-images``: a Mitsuba-rendered scene with known poses, given as
 plain PNGs, through pycolmap SfM; camera centres compared after a similarity (Umeyama) alignment,
-then (``--nerf-minutes`` > 0) ``ngp`` trained on the reconstructed poses vs on the true poses.
+then (``--nerf-steps`` > 0) ``ngp`` trained on the reconstructed poses vs on the true poses, both
+on the same photos downscaled to ``--nerf-res`` pixels (the converter's ``max_size``), the same
+white background and the same number of steps.
 
 The scene: the built-in scene's three shapes with photographic textures (scikit-image's astronaut,
 coffee and chelsea images) so SIFT finds features; the default scene's plain colours and regular
 checkerboard give too few distinctive ones. Train and test views are reconstructed together (one
 SfM run); the test split of the reconstructed data set is the test views.
 
-    python benchmarks/capture_roundtrip.py --views 24 --test-views 4 --res 192 --nerf-minutes 3
+    python benchmarks/capture_roundtrip.py --views 36 --test-views 4 --res 320 --nerf-steps 1500 --nerf-res 80
 
 Prints one JSON line (and writes it to ``<work>/roundtrip.json``).
 """
@@ -84,7 +86,8 @@ def main() -> None:
     ap.add_argument("--test-views", type=int, default=4)
     ap.add_argument("--res", type=int, default=192)
     ap.add_argument("--spp", type=int, default=16)
-    ap.add_argument("--nerf-minutes", type=float, default=0.0, help="ngp training budget per run (0: poses only)")
+    ap.add_argument("--nerf-steps", type=int, default=0, help="ngp training steps per run (0: poses only)")
+    ap.add_argument("--nerf-res", type=int, default=80, help="image size of the NeRF comparison (downscaled photos)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--camera-model", default="SIMPLE_RADIAL", help="COLMAP camera model estimated by SfM")
     args = ap.parse_args()
@@ -103,7 +106,8 @@ def main() -> None:
     truth, info = synthesize_with_info(work / "truth", spec=textured_spec(work / "textures"), views=args.views, test_views=args.test_views, res=args.res, spp=args.spp, seed=0, progress=False)
     render_s = time.perf_counter() - t0
     known = plain_pngs(truth, work / "photos")
-    summary = from_images(work / "photos", work / "recon", CaptureConfig(), camera_model=args.camera_model, quiet=True)
+    small = args.nerf_res if args.nerf_steps > 0 else 0
+    summary = from_images(work / "photos", work / "recon", CaptureConfig(max_size=small), camera_model=args.camera_model, quiet=True)
     recon = read_transforms(work / "recon" / "transforms.json")
     names = [f.image_path.name for f in recon.frames]
     est = np.stack([f.c2w[:3, 3] for f in recon.frames])
@@ -120,21 +124,31 @@ def main() -> None:
         "points": summary["points"], "scene_size": size, "centre_err_max": float(err.max()), "centre_err_mean": float(err.mean()),
         "centre_err_max_pct": 100 * float(err.max()) / size, "centre_err_max_pct_of_box_side": 100 * float(err.max()) / float(np.max(aabb[1] - aabb[0])), "rotation_err_max_deg": float(np.max(rot_err)),
     }
-    if args.nerf_minutes > 0:
+    if args.nerf_steps > 0:
+        from physinv.capture.scene import write_scene
+        from physinv.io.transforms import Frame
         from physinv.nerf.api import evaluate, load_run
         from physinv.nerf.config import NerfConfig
         from physinv.nerf.train import train
 
-        # the reconstructed data set split like the truth: test_* photos -> transforms_test.json
-        for split in ("train", "test"):
-            frames = [f for f in recon.frames if known[f.image_path.name][0] == split]
-            write_transforms(work / "recon" / f"transforms_{split}.json", Transforms(work / "recon" / f"transforms_{split}.json", frames, {k: v for k, v in recon.extras.items() if k != "dialect"}), dialect="nerfstudio")
-        psnr = {}
-        for label, data in (("true_poses", truth), ("sfm_poses", work / "recon")):
+        # the same plain photos with the true poses, downscaled the same way, as a data set
+        true_k = read_transforms(truth / "transforms_train.json").frames[0].intrinsics
+        true_frames = [Frame(work / "photos" / n, known[n][1], true_k, args.res, args.res) for n in names]
+        write_scene(work / "truth_small", Transforms(work / "truth_small" / "transforms.json", true_frames, {"background": [1.0, 1.0, 1.0], "aabb": [[-1.0] * 3, [1.0] * 3]}), None, CaptureConfig(normalize=False, max_size=small))
+        psnr, seconds = {}, {}
+        for label, data in (("true_poses", work / "truth_small"), ("sfm_poses", work / "recon")):
+            t = read_transforms(data / "transforms.json")
+            extras = {k: v for k, v in t.extras.items() if k != "dialect"}
+            extras["background"] = [1.0, 1.0, 1.0]  # the photos were composited on white
+            for split in ("train", "test"):  # test_* photos -> transforms_test.json
+                frames = [f for f in t.frames if known[f.image_path.name][0] == split]
+                write_transforms(data / f"transforms_{split}.json", Transforms(data / f"transforms_{split}.json", frames, extras), dialect="nerfstudio")
             run = work / f"run_{label}"
-            train(data, run, NerfConfig(method="ngp", steps=100000, seed=0), device="cpu", max_minutes=args.nerf_minutes, quiet=True)
+            t0 = time.perf_counter()
+            train(data, run, NerfConfig(method="ngp", steps=args.nerf_steps, seed=0), device="cpu", quiet=True)
+            seconds[label] = round(time.perf_counter() - t0, 1)
             psnr[label] = evaluate(load_run(run), data, "test")["psnr"]
-        result.update({"nerf_minutes": args.nerf_minutes, "test_psnr": psnr, "psnr_gap_db": psnr["true_poses"] - psnr["sfm_poses"]})
+        result.update({"nerf_steps": args.nerf_steps, "nerf_res": small, "test_psnr": psnr, "train_seconds": seconds, "psnr_gap_db": psnr["true_poses"] - psnr["sfm_poses"]})
     result["load_avg_1min"] = os.getloadavg()[0]
     (work / "roundtrip.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result), flush=True)
