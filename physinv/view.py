@@ -195,12 +195,12 @@ def start_viewer(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080,
     server = viser.ViserServer(host=host, port=port, verbose=verbose)
     viewer = Viewer(viewable=viewable, server=server, preview_height=preview_height)
     cams = training_cameras(viewable.data)
-    if cams:  # frustums a tenth of the cameras' spread
-        centres = np.stack([c.c2w[:3, 3] for c in cams])
-        size = 0.1 * float(np.median(np.linalg.norm(centres - centres.mean(0), axis=-1))) or 0.1
+    start = _start_pose(cams)
+    size = 0.05 * float(np.median([np.linalg.norm(c.c2w[:3, 3] - start[2]) for c in cams])) if start else 0.1  # a twentieth of the camera distance
     for i, cam in enumerate(cams):
         wxyz, pos = c2w_to_viewer(cam.c2w)
-        server.scene.add_camera_frustum(f"/cameras/{i:04d}", fov=cam.fov_y, aspect=cam.aspect, scale=size, wxyz=wxyz, position=pos, image=cam.thumbnail)
+        server.scene.add_camera_frustum(f"/cameras/{i:04d}", fov=cam.fov_y, aspect=cam.aspect, scale=size, thickness=2.0, thickness_units="screen",
+                                        wxyz=wxyz, position=pos, image=cam.thumbnail)
     for name, mesh in loaded_meshes:
         server.scene.add_mesh_trimesh(f"/meshes/{name}", mesh)
 
@@ -227,12 +227,35 @@ def start_viewer(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080,
                 client.scene.set_background_image(frame, format="png")
 
         threading.Thread(target=loop, daemon=True, name=f"physinv-view-{client.client_id}").start()
-        if cams:  # start where the first training camera was
-            wxyz, pos = c2w_to_viewer(cams[0].c2w)
-            client.camera.wxyz, client.camera.position, client.camera.fov = wxyz, pos, cams[0].fov_y
+        if start is not None:  # behind the cameras, orbiting what they look at
+            client.camera.up_direction = start[3]
+            client.camera.wxyz, client.camera.position, client.camera.fov = start[0], start[1], cams[0].fov_y
+            client.camera.look_at = start[2]
 
     server.on_client_connect(_client)
     return viewer
+
+
+def _start_pose(cams: list[TrainingCamera]):
+    """The viewer's first camera: twice as far from what the training cameras look at as they are,
+    between the first camera's side and the cameras' mean direction, so the frustums and the scene
+    are in view. (wxyz, position, look-at point, up direction), or None with fewer than two cameras."""
+    if len(cams) < 2:
+        return None
+    from physinv.core.camera import look_at, look_at_point
+
+    c2w = torch.as_tensor(np.stack([c.c2w for c in cams]), dtype=torch.float64)
+    centre = look_at_point(c2w)
+    offsets = c2w[:, :3, 3] - centre
+    dist = offsets.norm(dim=-1)
+    first, mean = offsets[0] / dist[0], (offsets / dist[:, None]).mean(0)
+    up = torch.nn.functional.normalize(c2w[:, :3, 1].mean(0), dim=0)
+    direction = torch.nn.functional.normalize(first + mean, dim=0) if (first + mean).norm() > 1e-6 else first
+    if abs(float(direction @ up)) > 0.99:  # looking straight along "up": fall back to the first camera's side
+        direction = first
+    eye = centre + 2.0 * dist.median() * direction
+    wxyz, pos = c2w_to_viewer(look_at(eye, centre, up).numpy())
+    return wxyz, pos, centre.numpy(), up.numpy()
 
 
 def _load_meshes(paths: list[Path]) -> list[tuple[str, object]]:
