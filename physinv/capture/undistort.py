@@ -14,7 +14,7 @@ import torch
 from physinv.core.camera import distort_points, pixel_centres
 
 
-def _source_pixels(out_intrinsics: np.ndarray, intrinsics: np.ndarray, distortion: np.ndarray, width: int, height: int, pixels: np.ndarray) -> np.ndarray:
+def _source_pixels(out_intrinsics: np.ndarray, intrinsics: np.ndarray, distortion: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     """Output pixel positions (N, 2) of the pinhole camera ``out_intrinsics`` -> where the distorted
     camera sees the same ray (N, 2), both in physinv's pixel convention (centres at +0.5)."""
     fx, fy, cx, cy = out_intrinsics
@@ -35,7 +35,7 @@ def undistorted_intrinsics(intrinsics: np.ndarray, distortion: np.ndarray, width
 
     def inside(scale: float) -> bool:
         k = intrinsics * np.array([scale, scale, 1.0, 1.0])
-        src = _source_pixels(k, intrinsics, distortion, width, height, border)
+        src = _source_pixels(k, intrinsics, distortion, border)
         # between the outermost pixel centres: bilinear resampling never reads past the photo
         tol = 1e-9
         return bool(np.all((src[:, 0] >= 0.5 - tol) & (src[:, 0] <= width - 0.5 + tol) & (src[:, 1] >= 0.5 - tol) & (src[:, 1] <= height - 0.5 + tol)))
@@ -58,7 +58,7 @@ def undistort_image(image: np.ndarray, intrinsics: np.ndarray, distortion: np.nd
     height, width = image.shape[:2]
     new_k = undistorted_intrinsics(intrinsics, distortion, width, height)
     pix = pixel_centres(width, height, dtype=torch.float64).numpy()
-    src = _source_pixels(new_k, np.asarray(intrinsics, dtype=np.float64), np.asarray(distortion, dtype=np.float64), width, height, pix)
+    src = _source_pixels(new_k, np.asarray(intrinsics, dtype=np.float64), np.asarray(distortion, dtype=np.float64), pix)
     src = src - 0.5  # OpenCV's pixel centres are at integers
     map_x = src[:, 0].reshape(height, width).astype(np.float32)
     map_y = src[:, 1].reshape(height, width).astype(np.float32)
