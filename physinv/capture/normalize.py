@@ -5,8 +5,11 @@ results (meshes, points) can be mapped back to the capture's own coordinates.
 ``x_normalized = scale * x_original + translation``; rotations of the cameras are unchanged
 (a capture's "up" is whatever COLMAP chose; the methods here need no particular up axis).
 
-The region of interest comes from the sparse points (``roi="points"``: the box between the 5th and
-95th percentiles of each coordinate, which ignores stray background points and outliers) or from
+The region of interest comes from the sparse points (``roi="points"``: the box between the 2nd and
+98th percentiles of each coordinate, which ignores stray points and outliers, grown by
+:data:`ROI_MARGIN` on every side because sparse points sit on surfaces and a percentile box cuts
+the object's extremities; measured on the round-trip scene of benchmarks/capture_roundtrip.py, the
+5–95 % box without a margin left a fifth of the object outside the aabb) or from
 the cameras (``roi="cameras"``: centred on the point all optical axes pass closest to, half size
 half the median camera distance to it, as :func:`physinv.nerf.train.scene_aabb` assumes for an
 object filmed from around). ``roi="auto"`` uses the points when there are at least
@@ -26,6 +29,8 @@ from physinv.errors import PhysinvError, input_error
 from physinv.io.transforms import Transforms
 
 MIN_POINTS = 20
+ROI_PERCENTILES = (2.0, 98.0)
+ROI_MARGIN = 1.2  # the point box's half extents are scaled by this
 ROI_SOURCES = ("auto", "points", "cameras")
 TARGETS = ("cube", "sphere")
 UNIT_AABB = [[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]
@@ -89,8 +94,8 @@ def region_of_interest(c2w: np.ndarray, points: np.ndarray | None = None, roi: s
     if roi == "points" and not have_points:
         raise PhysinvError(f"--roi points: the scene has {0 if points is None else len(points)} sparse points (need {MIN_POINTS})")
     if roi == "points" or (roi == "auto" and have_points):
-        lo, hi = np.percentile(points, 5, axis=0), np.percentile(points, 95, axis=0)
-        half = np.maximum(0.5 * (hi - lo), 1e-9)
+        lo, hi = np.percentile(points, ROI_PERCENTILES[0], axis=0), np.percentile(points, ROI_PERCENTILES[1], axis=0)
+        half = np.maximum(ROI_MARGIN * 0.5 * (hi - lo), 1e-9)
         return 0.5 * (lo + hi), half, "points"
     c2w_t = torch.as_tensor(np.asarray(c2w), dtype=torch.float64)
     if len(c2w_t) < 2:
