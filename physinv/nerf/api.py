@@ -137,8 +137,8 @@ def evaluate(run: NerfRun, data_dir: str | Path, split: str = "test") -> dict:
         )
     psnrs, ssims = [], []
     for i in range(views.images.shape[0]):
-        dist = None if views.distortion is None else views.distortion[i]
-        pred = run.render_image(views.c2w[i], views.intrinsics[i], views.width, views.height, views.background, distortion=dist)["rgb"].clamp(0, 1)
+        lens = {} if views.distortion is None else {"distortion": views.distortion[i]}  # pinhole data: the plain call
+        pred = run.render_image(views.c2w[i], views.intrinsics[i], views.width, views.height, views.background, **lens)["rgb"].clamp(0, 1)
         psnrs.append(float(psnr(pred, views.images[i])))
         ssims.append(float(ssim(pred, views.images[i])))
     return {
