@@ -128,3 +128,39 @@ def test_missing_image_is_one_line_exit_2(tmp_path, cli_error):
     assert line.endswith("nothing: COLMAP model folder not found")
     line = cli_error(["data", "from-colmap", str(images), "--images", str(images), "--out", str(tmp_path / "o")])
     assert "no COLMAP model here" in line
+
+
+def test_undistort_resize_and_points_normalised(tmp_path):
+    """--undistort writes pinhole frames; --max-size scales the intrinsics with the image; the sparse
+    points are written normalised with the cameras (the aabb holds them) and map back exactly."""
+    from physinv.capture.normalize import Normalization, read_points
+    from physinv.capture.scene import CaptureConfig
+    from physinv.capture.sfm import from_colmap
+
+    images, truth = _hand_built(tmp_path)
+    rec = transforms_to_reconstruction(truth)
+    rng = np.random.default_rng(0)
+    import pycolmap
+
+    pts = rng.uniform(-0.5, 0.5, (60, 3)) + [0.2, 0.1, 0.0]
+    for p in pts:
+        rec.add_point3D(p, pycolmap.Track())
+    model = tmp_path / "model"
+    model.mkdir()
+    rec.write_binary(str(model))
+    out = tmp_path / "scene"
+    summary = from_colmap(model, images, out, CaptureConfig(undistort=True, max_size=16), quiet=True)
+    assert summary["roi"] == "points"
+    t = read_transforms(out / "transforms.json")
+    assert all(f.distortion is None for f in t.frames)
+    assert (t.frames[0].width, t.frames[0].height) == (16, 12)
+    assert np.allclose(t.frames[0].intrinsics, truth.frames[0].intrinsics * 0.5)  # undistorted only frames 1, 3
+    assert t.frames[1].intrinsics[0] < 0.5 * truth.frames[1].intrinsics[0]  # barrel lens: wider pinhole
+    norm = Normalization.from_json(t.extras["normalization"])
+    back = read_points(out / "sparse_pc.ply")
+    def rows(a):  # the model's point order is its own
+        return a[np.lexsort(a.T)]
+
+    assert np.allclose(rows(norm.invert(back)), rows(pts), atol=1e-5)
+    assert np.abs(back).max() < 1.0
+    assert np.allclose(norm.apply(truth.frames[2].c2w[:3, 3]), t.frames[2].c2w[:3, 3])
