@@ -120,3 +120,23 @@ def test_masks_become_alpha_and_missing_mask_is_one_line(tmp_path, cli_error):
     line = cli_error(["data", "from-colmap", str(model), "--images", str(photos), "--out", str(tmp_path / "o"), "--masks", str(masks), "--quiet"])
     assert line.endswith("v1.png: mask not found for image 'v1.jpg' (--masks)")
     assert find_mask(masks, "v0.jpg").name == "v0.png"
+
+
+def test_mask_command(tmp_path, cli_error, capsys):
+    from physinv.cli import main
+    from physinv.io.images import read_image, write_image
+
+    photos = tmp_path / "p"
+    yy, xx = np.mgrid[:32, :32]
+    disc = (xx - 16) ** 2 + (yy - 16) ** 2 < 8**2
+    for i in range(2):
+        img = np.full((32, 32, 3), [0.2, 0.7, 0.3], np.float32)
+        img[disc] = [0.9, 0.2, 0.6]
+        write_image(photos / f"{i}.png", img)
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "mask", str(photos), "--out", str(tmp_path / "m"), "--method", "grabcut", "--key", "0.2,0.7,0.3"])
+    assert exc.value.code == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["masks"] == 2
+    assert np.array_equal(read_image(tmp_path / "m" / "1.png")[..., 0] > 0.5, disc)
+    line = cli_error(["data", "mask", str(photos), "--out", str(tmp_path / "m"), "--key", "green"])
+    assert line == "physinv: error: --key: expected r,g,b (three numbers in [0, 1]), got 'green'"
