@@ -196,7 +196,7 @@ def start_viewer(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080,
     viewer = Viewer(viewable=viewable, server=server, preview_height=preview_height)
     cams = training_cameras(viewable.data)
     start = _start_pose(cams)
-    size = 0.05 * float(np.median([np.linalg.norm(c.c2w[:3, 3] - start[2]) for c in cams])) if start else 0.1  # a twentieth of the camera distance
+    size = 0.05 * float(np.median([np.linalg.norm(c.c2w[:3, 3] - start[1]) for c in cams])) if start else 0.1  # a twentieth of the camera distance
     for i, cam in enumerate(cams):
         wxyz, pos = c2w_to_viewer(cam.c2w)
         server.scene.add_camera_frustum(f"/cameras/{i:04d}", fov=cam.fov_y, aspect=cam.aspect, scale=size, thickness=2.0, thickness_units="screen",
@@ -227,11 +227,14 @@ def start_viewer(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080,
                 client.scene.set_background_image(frame, format="png")
 
         threading.Thread(target=loop, daemon=True, name=f"physinv-view-{client.client_id}").start()
-        if start is not None:  # behind the cameras, orbiting what they look at
-            client.camera.up_direction = start[3]
-            client.camera.wxyz, client.camera.position, client.camera.fov = start[0], start[1], cams[0].fov_y
-            client.camera.look_at = start[2]
 
+    if start is not None:  # every browser starts behind the cameras, orbiting what they look at
+        # (the server-wide initial camera: setting a connected client's camera instead would race
+        # with viser reading that client's first camera message for the first render)
+        server.initial_camera.up = start[2]
+        server.initial_camera.position = start[0]
+        server.initial_camera.look_at = start[1]
+        server.initial_camera.fov = cams[0].fov_y
     server.on_client_connect(_client)
     return viewer
 
@@ -239,10 +242,10 @@ def start_viewer(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080,
 def _start_pose(cams: list[TrainingCamera]):
     """The viewer's first camera: twice as far from what the training cameras look at as they are,
     between the first camera's side and the cameras' mean direction, so the frustums and the scene
-    are in view. (wxyz, position, look-at point, up direction), or None with fewer than two cameras."""
+    are in view: (position, look-at point, up direction), or None with fewer than two cameras."""
     if len(cams) < 2:
         return None
-    from physinv.core.camera import look_at, look_at_point
+    from physinv.core.camera import look_at_point
 
     c2w = torch.as_tensor(np.stack([c.c2w for c in cams]), dtype=torch.float64)
     centre = look_at_point(c2w)
@@ -254,8 +257,7 @@ def _start_pose(cams: list[TrainingCamera]):
     if abs(float(direction @ up)) > 0.99:  # looking straight along "up": fall back to the first camera's side
         direction = first
     eye = centre + 2.0 * dist.median() * direction
-    wxyz, pos = c2w_to_viewer(look_at(eye, centre, up).numpy())
-    return wxyz, pos, centre.numpy(), up.numpy()
+    return eye.numpy(), centre.numpy(), up.numpy()
 
 
 def _load_meshes(paths: list[Path]) -> list[tuple[str, object]]:
