@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -76,13 +76,14 @@ def view(
     host: Annotated[str, typer.Option("--host", help="interface to listen on (0.0.0.0: every one)")] = "127.0.0.1",
     preview: Annotated[int, typer.Option("--preview", help="preview image height in pixels")] = 64,
     mesh: Annotated[list[Path], typer.Option("--mesh", help="extra mesh files to show (repeatable)")] = [],  # noqa: B006
+    envmap: Annotated[Optional[Path], typer.Option("--envmap", help="relight runs: also show them relit under this .exr/.hdr map")] = None,
     device: Device = "cpu",
 ) -> None:
-    """Browser viewer (viser): training cameras, meshes, and the run rendered from the browser's camera."""
+    """Browser viewer (viser): training cameras, meshes, and a nerf / relight / instance run rendered from the browser's camera."""
     from physinv.core.train import select_device
     from physinv.view import serve
 
-    serve(run, host, port, preview, select_device(device), mesh)
+    serve(run, host, port, preview, select_device(device), mesh, envmap)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,7 +5,10 @@ It shows the training cameras as frustums (with thumbnails), the meshes found in
 browser's camera at a low preview resolution (CPU-friendly: 64 pixels high by default), as the
 scene's background image. A drop-down picks the output: for a NeRF run (``physinv nerf train``)
 ``rgb``, ``depth`` or ``opacity``; for a relighting run (``physinv relight fit``) ``rgb`` (under
-the fitted light), ``albedo``, ``normal``, ``diffuse`` or ``specular``.
+the fitted light), ``albedo``, ``normal``, ``diffuse``, ``specular``, and ``relit`` under an
+environment map given with ``--envmap`` (fitted with the run's SG lobe count); for an
+Instance-NeRF run (``physinv instance fit``) ``instances`` (one colour per id, white background)
+and the NeRF's ``rgb``.
 
 The frame function, :func:`render_for_camera`, is pure (camera in, uint8 image out) so it is
 tested without a browser; the server calls it from one render thread per client that always
@@ -29,6 +32,7 @@ from physinv.errors import input_error
 
 NERF_MODES = ("rgb", "depth", "opacity")
 RELIGHT_MODES = ("rgb", "albedo", "normal", "diffuse", "specular")
+INSTANCE_MODES = ("instances", "rgb")
 MESH_EXTS = (".ply", ".obj", ".glb")
 _FLIP = np.diag([1.0, -1.0, -1.0])  # OpenCV <-> OpenGL camera axes
 
@@ -82,12 +86,25 @@ class Viewable:
     run: object
     modes: tuple[str, ...]
     data: Path | None
+    light: object = None  # relight: the SG light fitted to --envmap (mode ``relit``)
 
     def render(self, c2w: torch.Tensor, intrinsics: torch.Tensor, width: int, height: int, mode: str) -> torch.Tensor:
         if mode not in self.modes:
             raise ValueError(f"mode: expected one of {', '.join(self.modes)} for a {self.kind} run, got '{mode}'")
+        if self.kind == "instance":
+            with torch.no_grad():
+                if mode == "rgb":
+                    return self.run.nerf.render_image(c2w, intrinsics, width, height)["rgb"]
+                from physinv.instance.export import palette
+
+                labels = self.run.render(c2w, intrinsics, width, height)["labels"]
+            return torch.as_tensor(palette(labels.cpu().numpy()), device=labels.device)
         with torch.no_grad():
-            out = self.run.render_image(c2w, intrinsics, width, height)
+            if mode == "relit":
+                out = self.run.render_image(c2w, intrinsics, width, height, light=self.light)
+                mode = "rgb"
+            else:
+                out = self.run.render_image(c2w, intrinsics, width, height)
         if self.kind == "nerf":
             img = out[mode]
             return img / img.max().clamp(min=1e-8) if mode == "depth" else img
@@ -98,8 +115,10 @@ class Viewable:
         return linear_to_srgb(out[mode].clamp(min=0.0))  # the run renders linear radiance / albedo
 
 
-def load_viewable(run_dir: str | Path, device: str | torch.device = "cpu") -> Viewable:
-    """A NeRF run (``config.nerf`` in its checkpoint) or a relighting run (``config.relight``)."""
+def load_viewable(run_dir: str | Path, device: str | torch.device = "cpu", envmap: str | Path | None = None) -> Viewable:
+    """A NeRF run (``config.nerf`` in its checkpoint), a relighting run (``config.relight``; with
+    ``envmap``, an equirectangular map in Mitsuba's convention, the extra mode ``relit``) or an
+    Instance-NeRF run (``config.field``)."""
     from physinv.core.train import CHECKPOINT_NAME, load_checkpoint
 
     run_dir = Path(run_dir)
@@ -115,8 +134,20 @@ def load_viewable(run_dir: str | Path, device: str | torch.device = "cpu") -> Vi
         from physinv.relight.api import load_run as load_relight
 
         run = load_relight(run_dir, device)
-        return Viewable("relight", run, RELIGHT_MODES, run.data)
-    raise input_error(run_dir / CHECKPOINT_NAME, "config", "the viewer shows nerf and relight runs; this checkpoint is neither")
+        if envmap is None:
+            return Viewable("relight", run, RELIGHT_MODES, run.data)
+        from physinv.io.hdr import read_hdr
+
+        light, _ = run.light_from_map(read_hdr(envmap)[..., :3])
+        return Viewable("relight", run, RELIGHT_MODES + ("relit",), run.data, light)
+    if envmap is not None:
+        raise input_error(None, "--envmap", "only a relighting run can be relit")
+    if "field" in config:
+        from physinv.instance.pipeline import load_instance_run
+
+        run = load_instance_run(run_dir, device)
+        return Viewable("instance", run, INSTANCE_MODES, run.nerf.data)
+    raise input_error(run_dir / CHECKPOINT_NAME, "config", "the viewer shows nerf, relight and instance runs; this checkpoint is none of them")
 
 
 def render_for_camera(viewable: Viewable, wxyz, position, fov_y: float, aspect: float, height: int = 64, mode: str = "rgb") -> np.ndarray:
@@ -182,14 +213,14 @@ class Viewer:
         self.server.stop()
 
 
-def start_viewer(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, preview_height: int = 64, device: str | torch.device = "cpu", meshes: list[Path] | None = None, verbose: bool = False) -> Viewer:
+def start_viewer(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, preview_height: int = 64, device: str | torch.device = "cpu", meshes: list[Path] | None = None, verbose: bool = False, envmap: str | Path | None = None) -> Viewer:
     """Load ``run_dir`` and start serving it (non-blocking); :meth:`Viewer.stop` ends it."""
     import viser
 
     run_dir = Path(run_dir)
     if preview_height < 8:
         raise input_error(None, "--preview", f"must be >= 8 pixels, got {preview_height}")
-    viewable = load_viewable(run_dir, device)
+    viewable = load_viewable(run_dir, device, envmap)
     mesh_files = sorted(p for p in run_dir.iterdir() if p.suffix.lower() in MESH_EXTS) + [Path(m) for m in meshes or []]
     loaded_meshes = _load_meshes(mesh_files)  # bad files fail before the server starts
     server = viser.ViserServer(host=host, port=port, verbose=verbose)
@@ -204,7 +235,7 @@ def start_viewer(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080,
     for name, mesh in loaded_meshes:
         server.scene.add_mesh_trimesh(f"/meshes/{name}", mesh)
 
-    mode = server.gui.add_dropdown("output", viewable.modes, initial_value="rgb")
+    mode = server.gui.add_dropdown("output", viewable.modes, initial_value=viewable.modes[0])
     res = server.gui.add_slider("preview height (px)", min=16, max=512, step=8, initial_value=preview_height)
 
     def _client(client) -> None:
@@ -266,11 +297,11 @@ def _load_meshes(paths: list[Path]) -> list[tuple[str, object]]:
     return [(Path(p).stem, load_mesh(p)) for p in paths]
 
 
-def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, preview_height: int = 64, device: str | torch.device = "cpu", meshes: list[Path] | None = None) -> None:
+def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080, preview_height: int = 64, device: str | torch.device = "cpu", meshes: list[Path] | None = None, envmap: str | Path | None = None) -> None:
     """``physinv view``: start the viewer and block until Ctrl+C."""
     import time
 
-    viewer = start_viewer(run_dir, host, port, preview_height, device, meshes, verbose=True)
+    viewer = start_viewer(run_dir, host, port, preview_height, device, meshes, verbose=True, envmap=envmap)
     print(f"physinv view: http://{host}:{viewer.port} (Ctrl+C to stop)", flush=True)
     try:
         while True:
