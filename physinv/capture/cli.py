@@ -18,6 +18,7 @@ Target = Annotated[Optional[str], typer.Option("--target", help="cube | sphere")
 Roi = Annotated[Optional[str], typer.Option("--roi", help="auto | points | cameras: what defines the region of interest")]
 TestEvery = Annotated[Optional[int], typer.Option("--test-every", help="every k-th photo (by name) to transforms_test.json (0 = no test split)")]
 MaxSize = Annotated[Optional[int], typer.Option("--max-size", help="downscale so the longer side is at most this many pixels (0 = keep)")]
+Background = Annotated[Optional[str], typer.Option("--background", help="r,g,b in [0, 1]: what empty space renders as (default: white with masks, else black)")]
 
 
 def _config(config: Optional[Path], **flags):
@@ -25,6 +26,13 @@ def _config(config: Optional[Path], **flags):
     from physinv.config import load_config
 
     overrides = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None}
+    if isinstance(overrides.get("background"), str):
+        from physinv.errors import PhysinvError
+
+        try:
+            overrides["background"] = [float(c) for c in overrides["background"].split(",")]
+        except ValueError:
+            raise PhysinvError(f"--background: expected r,g,b in [0, 1], got '{flags['background']}'") from None
     return load_config(CaptureConfig, config, **overrides)
 
 
@@ -34,13 +42,13 @@ def from_colmap_cmd(
     images: Annotated[Path, typer.Option("--images", help="folder of the photos the model names")],
     out: Annotated[Path, typer.Option("--out", help="output data folder")],
     masks: Masks = None, undistort: Undistort = None, normalize: Normalize = None, target: Target = None, roi: Roi = None,
-    test_every: TestEvery = None, max_size: MaxSize = None, config: ConfigFile = None, quiet: Quiet = False,
+    test_every: TestEvery = None, max_size: MaxSize = None, background: Background = None, config: ConfigFile = None, quiet: Quiet = False,
 ) -> None:
     """Convert a COLMAP model into transforms.json (OpenGL camera-to-world, per-camera intrinsics and distortion)."""
     from physinv.capture.sfm import from_colmap
     from physinv.io.runs import emit_metrics
 
-    cfg = _config(config, masks=masks, undistort=undistort, normalize=normalize, target=target, roi=roi, test_every=test_every, max_size=max_size)
+    cfg = _config(config, masks=masks, undistort=undistort, normalize=normalize, target=target, roi=roi, test_every=test_every, max_size=max_size, background=background)
     emit_metrics(from_colmap(model, images, out, cfg, quiet=quiet), out)
 
 
@@ -52,13 +60,13 @@ def from_images_cmd(
     camera_model: Annotated[str, typer.Option("--camera-model", help="SIMPLE_PINHOLE | PINHOLE | SIMPLE_RADIAL | RADIAL | OPENCV (one camera shared by all photos)")] = "SIMPLE_RADIAL",
     max_features: Annotated[int, typer.Option("--max-features", help="SIFT features per photo")] = 8192,
     masks: Masks = None, undistort: Undistort = None, normalize: Normalize = None, target: Target = None, roi: Roi = None,
-    test_every: TestEvery = None, max_size: MaxSize = None, config: ConfigFile = None, seed: Seed = 0, quiet: Quiet = False,
+    test_every: TestEvery = None, max_size: MaxSize = None, background: Background = None, config: ConfigFile = None, seed: Seed = 0, quiet: Quiet = False,
 ) -> None:
     """Structure from motion with pycolmap on the CPU (features, matching, incremental mapping), then as from-colmap."""
     from physinv.capture.sfm import from_images
     from physinv.io.runs import emit_metrics
 
-    cfg = _config(config, masks=masks, undistort=undistort, normalize=normalize, target=target, roi=roi, test_every=test_every, max_size=max_size)
+    cfg = _config(config, masks=masks, undistort=undistort, normalize=normalize, target=target, roi=roi, test_every=test_every, max_size=max_size, background=background)
     emit_metrics(from_images(photos, out, cfg, matcher=matcher, camera_model=camera_model, max_features=max_features, quiet=quiet, seed=seed), out)
 
 

@@ -44,7 +44,9 @@ class CaptureConfig:
     undistort: resample photos into pinhole images instead of writing the distortion coefficients;
     normalize: put the region of interest into the unit cube/sphere (``target``, ``roi`` as in
     :mod:`physinv.capture.normalize`); test_every: every k-th frame to the test split (0 = none);
-    max_size: downscale so the longer image side is at most this many pixels (0 = keep).
+    max_size: downscale so the longer image side is at most this many pixels (0 = keep);
+    background: the data set's ``background`` [r, g, b] in [0, 1] (what empty space renders as,
+    and what masked photos are composited on); None = white when there are masks, else black.
     """
 
     masks: Optional[str] = None
@@ -54,8 +56,11 @@ class CaptureConfig:
     roi: str = "auto"
     test_every: int = 0
     max_size: int = 0
+    background: Optional[list[float]] = None
 
     def check(self) -> None:
+        if self.background is not None and (len(self.background) != 3 or not all(0.0 <= float(c) <= 1.0 for c in self.background)):
+            raise PhysinvError(f"--background: expected r,g,b in [0, 1], got {self.background}")
         if self.target not in TARGETS:
             raise PhysinvError(f"--target: expected one of {', '.join(TARGETS)}, got '{self.target}'")
         if self.roi not in ROI_SOURCES:
@@ -137,6 +142,8 @@ def write_scene(
         if on_frame is not None:
             on_frame(i)
     extras = dict(transforms.extras)
+    if cfg.background is not None:
+        extras["background"] = [float(c) for c in cfg.background]
     extras.setdefault("background", [1.0, 1.0, 1.0] if any("mask_path" in f.extras for f in frames) else [0.0, 0.0, 0.0])
     scene = Transforms(out_dir / "transforms.json", frames, extras)
     summary: dict = {"frames": len(frames), "points": 0 if points is None else int(len(points)), "distortion": "undistorted" if cfg.undistort else "rays"}

@@ -110,12 +110,14 @@ def test_masks_become_alpha_and_missing_mask_is_one_line(tmp_path, cli_error):
     transforms_to_reconstruction(Transforms(tmp_path / "t.json", frames)).write_text(str(model))
     out = tmp_path / "scene"
     with pytest.raises(SystemExit):
-        main(["data", "from-colmap", str(model), "--images", str(photos), "--out", str(out), "--masks", str(masks), "--quiet", "--test-every", "3"])
+        main(["data", "from-colmap", str(model), "--images", str(photos), "--out", str(out), "--masks", str(masks), "--quiet", "--test-every", "3", "--background", "0.5,0.5,0.5"])
     data = json.loads((out / "transforms_train.json").read_text())
     assert len(data["frames"]) == 2 and len(json.loads((out / "transforms_test.json").read_text())["frames"]) == 1
     rgba = read_image(out / data["frames"][0]["file_path"])
     assert rgba.shape == (16, 16, 4) and rgba[..., 3][:, :8].max() == 0 and rgba[..., 3][:, 8:].min() == 1
-    assert data["frames"][0]["mask_path"].endswith("masks/v0.png")
+    assert data["frames"][0]["mask_path"].endswith("masks/v0.png") and data["background"] == [0.5, 0.5, 0.5]
+    line = cli_error(["data", "from-colmap", str(model), "--images", str(photos), "--out", str(tmp_path / "o"), "--background", "2,0,0"])
+    assert line == "physinv: error: --background: expected r,g,b in [0, 1], got [2.0, 0.0, 0.0]"
     (masks / "v1.png").unlink()
     line = cli_error(["data", "from-colmap", str(model), "--images", str(photos), "--out", str(tmp_path / "o"), "--masks", str(masks), "--quiet"])
     assert line.endswith("v1.png: mask not found for image 'v1.jpg' (--masks)")
