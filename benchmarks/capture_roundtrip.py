@@ -9,7 +9,8 @@ coffee and chelsea images) so SIFT finds features; the default scene's plain col
 checkerboard give too few distinctive ones. Train and test views are reconstructed together (one
 SfM run); the test split of the reconstructed data set is the test views.
 
-    python benchmarks/capture_roundtrip.py --views 36 --test-views 4 --res 320 --nerf-steps 1500 --nerf-res 80
+    python benchmarks/capture_roundtrip.py --views 60 --test-views 4 --res 400                       # poses
+    python benchmarks/capture_roundtrip.py --views 36 --test-views 4 --res 320 --nerf-steps 1500 --nerf-res 80  # + ngp
 
 Prints one JSON line (and writes it to ``<work>/roundtrip.json``).
 """
