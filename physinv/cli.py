@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -33,6 +33,7 @@ GROUPS = [
     ("radiative", "physinv.radiative.cli", "Grey P1 radiative transfer: solver, data, V-Net, inversion."),
     ("sft", "physinv.sft.cli", "phi-SfT: cloth reconstruction through a differentiable simulator."),
     ("instance", "physinv.instance.cli", "Instance-NeRF: 3D instance segmentation of a trained NeRF."),
+    ("data", "physinv.capture.cli", "Users' own captures: photos or a COLMAP model -> a physinv data set."),
 ]
 
 
@@ -74,6 +75,23 @@ def _joined() -> bool:
     from physinv.core.distributed import is_initialized
 
     return is_initialized()
+
+
+@app.command()
+def view(
+    run: Annotated[Path, typer.Argument(help="run folder (a NeRF run: checkpoint.pt)")],
+    port: Annotated[int, typer.Option("--port", help="HTTP/websocket port")] = 8080,
+    host: Annotated[str, typer.Option("--host", help="interface to listen on (0.0.0.0: every one)")] = "127.0.0.1",
+    preview: Annotated[int, typer.Option("--preview", help="preview image height in pixels")] = 64,
+    mesh: Annotated[list[Path], typer.Option("--mesh", help="extra mesh files to show (repeatable)")] = [],  # noqa: B006
+    envmap: Annotated[Optional[Path], typer.Option("--envmap", help="relight runs: also show them relit under this .exr/.hdr map")] = None,
+    device: Device = "cpu",
+) -> None:
+    """Browser viewer (viser): training cameras, meshes, and a nerf / relight / instance run rendered from the browser's camera."""
+    from physinv.core.train import select_device
+    from physinv.view import serve
+
+    serve(run, host, port, preview, select_device(device), mesh, envmap)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -36,7 +36,9 @@ class ViewSet:
     1 = use the pixel); source: the transforms file; lights: per-view ``light`` names or None;
     envmaps: the top-level ``envmaps`` as {name: absolute path}; frames_extras: the per-frame
     extras as read; envmap_to_world: (3, 3) rotation of the env maps' local frame (Mitsuba's
-    equirectangular convention) into the world, identity when the data set has none.
+    equirectangular convention) into the world, identity when the data set has none;
+    distortion: (N, 6) float32 ``(k1, k2, k3, k4, p1, p2)`` per view (:mod:`physinv.core.camera`;
+    zeros for pinhole views), or None when no view is distorted. Ray generation must pass it on.
     """
 
     images: torch.Tensor
@@ -53,6 +55,7 @@ class ViewSet:
     envmaps: dict[str, Path] = field(default_factory=dict)
     frames_extras: list[dict] = field(default_factory=list)
     envmap_to_world: torch.Tensor = field(default_factory=lambda: torch.eye(3))
+    distortion: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -63,7 +66,7 @@ class ViewSet:
         return ViewSet(
             mv(self.images), mv(self.alpha), mv(self.c2w), mv(self.intrinsics), self.width, self.height,
             mv(self.background), mv(self.aabb), {k: mv(v) for k, v in self.maps.items()}, self.source,
-            list(self.lights), dict(self.envmaps), list(self.frames_extras), self.envmap_to_world.to(device),
+            list(self.lights), dict(self.envmaps), list(self.frames_extras), self.envmap_to_world.to(device), mv(self.distortion),
         )
 
     def light_path(self, index: int) -> Path:
@@ -180,4 +183,6 @@ def load_views(
         envmaps=envmaps,
         frames_extras=[dict(f.extras) for f in transforms.frames],
         envmap_to_world=torch.as_tensor(transforms.extras.get("envmap_to_world", np.eye(3)), dtype=torch.float32).to(device),
+        distortion=None if all(f.distortion is None for f in transforms.frames)
+        else tensor([np.zeros(6) if f.distortion is None else f.distortion for f in transforms.frames], torch.float32),
     )

@@ -11,6 +11,12 @@ written:
 * **nerfstudio**: the same keys, optionally per frame (per-frame values win), ``file_path`` with
   extension, optional ``mask_path`` per frame, ``camera_model``.
 
+Lens distortion (nerfstudio's ``k1, k2, k3, k4, p1, p2``, top level or per frame, per-frame values
+winning) is read into :attr:`Frame.distortion` in the order and model of
+:mod:`physinv.core.camera`; a frame without any coefficient (or all zero) is a pinhole camera
+(``None``). ``camera_model`` ``OPENCV_FISHEYE`` / ``EQUIRECTANGULAR`` are refused: their
+coefficients mean something else.
+
 Intrinsics are resolved per frame in this order: frame ``fl_x/fl_y/cx/cy/w/h``, top-level ones,
 ``camera_angle_x`` (+ ``camera_angle_y``); width/height come from the file or, if absent, from the
 image header. Paths are resolved against the folder holding the json file.
@@ -37,8 +43,11 @@ DIALECTS = ("blender", "ngp", "nerfstudio")
 FRAME_PATH_KEYS = ("mask_path", "albedo_path", "normal_path", "depth_path", "instance_path")
 # keys this module interprets itself (everything else is carried through ``extras``)
 _INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
-_TOP_CAMERA_KEYS = ("camera_angle_x", "camera_angle_y", *_INTRINSIC_KEYS, "frames")
-_FRAME_CAMERA_KEYS = ("file_path", "transform_matrix", *_INTRINSIC_KEYS)
+# nerfstudio's distortion coefficients, in the order of physinv.core.camera
+DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
+_TOP_CAMERA_KEYS = ("camera_angle_x", "camera_angle_y", *_INTRINSIC_KEYS, *DISTORTION_KEYS, "frames")
+_FRAME_CAMERA_KEYS = ("file_path", "transform_matrix", *_INTRINSIC_KEYS, *DISTORTION_KEYS)
+_UNSUPPORTED_CAMERA_MODELS = ("OPENCV_FISHEYE", "EQUIRECTANGULAR", "FISHEYE")
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".webp", ".bmp")
 
 
@@ -49,7 +58,8 @@ class Frame:
     image_path: absolute path of the image; c2w: (4, 4) float64 camera-to-world (OpenGL axes);
     intrinsics: (4,) float64 ``(fx, fy, cx, cy)`` in pixels; width/height in pixels;
     extras: optional per-frame fields (``mask_path`` ... ``instance_path`` as absolute Paths,
-    ``light`` as str, and any other key of the file, unchanged).
+    ``light`` as str, and any other key of the file, unchanged);
+    distortion: None (pinhole) or (6,) float64 ``(k1, k2, k3, k4, p1, p2)`` (:mod:`physinv.core.camera`).
     """
 
     image_path: Path
@@ -58,6 +68,7 @@ class Frame:
     width: int
     height: int
     extras: dict = field(default_factory=dict)
+    distortion: np.ndarray | None = None
 
 
 @dataclass
@@ -194,6 +205,10 @@ def read_transforms(path: str | Path) -> Transforms:
     base = path.parent.resolve()
 
     top = {k: _number(data[k], k, name, positive=k not in ("cx", "cy")) for k in _INTRINSIC_KEYS if k in data}
+    top.update({k: _number(data[k], k, name) for k in DISTORTION_KEYS if k in data})
+    model = data.get("camera_model")
+    if isinstance(model, str) and model.upper() in _UNSUPPORTED_CAMERA_MODELS:
+        raise input_error(name, "camera_model", f"{model} is not supported (physinv models pinhole cameras with radial-tangential distortion)")
     for k in ("camera_angle_x", "camera_angle_y"):
         if k in data:
             top[k] = _number(data[k], k, name, positive=True)
@@ -217,6 +232,11 @@ def read_transforms(path: str | Path) -> Transforms:
         for k in _INTRINSIC_KEYS:
             if k in raw:
                 cam[k] = _number(raw[k], f"{where}.{k}", name, positive=k not in ("cx", "cy"))
+        for k in DISTORTION_KEYS:
+            if k in raw:
+                cam[k] = _number(raw[k], f"{where}.{k}", name)
+        coeffs = np.array([cam.get(k, 0.0) for k in DISTORTION_KEYS], dtype=np.float64)
+        distortion = coeffs if np.any(coeffs != 0.0) else None
         if "w" in cam and "h" in cam:
             width, height = int(round(cam["w"])), int(round(cam["h"]))
         else:
@@ -245,7 +265,7 @@ def read_transforms(path: str | Path) -> Transforms:
                 extras[k] = v
             else:
                 extras[k] = v
-        frames.append(Frame(image_path, c2w, intrinsics, width, height, extras))
+        frames.append(Frame(image_path, c2w, intrinsics, width, height, extras, distortion))
 
     extras = {k: v for k, v in data.items() if k not in _TOP_CAMERA_KEYS}
     extras["dialect"] = _detect_dialect(data)
@@ -357,11 +377,14 @@ def write_transforms(path: str | Path, transforms: Transforms, dialect: str = "b
 
     def cam_of(f: Frame) -> dict[str, float | int]:
         fx, fy, cx, cy = (float(v) for v in f.intrinsics)
-        return {"fl_x": fx, "fl_y": fy, "cx": cx, "cy": cy, "w": int(f.width), "h": int(f.height)}
+        cam = {"fl_x": fx, "fl_y": fy, "cx": cx, "cy": cy, "w": int(f.width), "h": int(f.height)}
+        if f.distortion is not None:
+            cam.update({k: float(v) for k, v in zip(DISTORTION_KEYS, f.distortion)})
+        return cam
 
     shared = all(cam_of(f) == cam_of(first) for f in frames)
     out: dict[str, Any] = {}
-    if dialect == "blender" and shared:
+    if dialect == "blender" and shared and first.distortion is None:
         out["camera_angle_x"] = 2.0 * math.atan(0.5 * first.width / float(first.intrinsics[0]))
         out.update({"w": int(first.width), "h": int(first.height)})
         if not _centred_square(first):
@@ -371,7 +394,7 @@ def write_transforms(path: str | Path, transforms: Transforms, dialect: str = "b
         out["camera_angle_y"] = 2.0 * math.atan(0.5 * first.height / float(first.intrinsics[1]))
         out.update(cam_of(first))
     elif dialect == "nerfstudio":
-        out["camera_model"] = transforms.extras.get("camera_model", "PINHOLE")
+        out["camera_model"] = transforms.extras.get("camera_model", "OPENCV" if any(f.distortion is not None for f in frames) else "PINHOLE")
     if dialect == "ngp":
         out["aabb_scale"] = transforms.extras.get("aabb_scale", 1)
     for k, v in transforms.extras.items():

@@ -75,9 +75,11 @@ class NerfRun:
         bg = self.background if background is None else background.to(self.device)
         return render_rays_chunked(self.model, origins.to(self.device).float(), dirs.to(self.device).float(), bg, self.config.chunk_rays, extra_features=extra_features)
 
-    def render_image(self, c2w: Tensor, intrinsics: Tensor, width: int, height: int, background: Tensor | None = None, extra_features=None) -> dict[str, Tensor]:
-        """One view: every per-ray output of :meth:`render_rays` as an image, rgb (H, W, 3), depth (H, W), opacity (H, W), ..."""
-        o, d = image_rays(c2w.to(self.device).float(), intrinsics.to(self.device).float(), width, height)
+    def render_image(self, c2w: Tensor, intrinsics: Tensor, width: int, height: int, background: Tensor | None = None, extra_features=None, distortion: Tensor | None = None) -> dict[str, Tensor]:
+        """One view: every per-ray output of :meth:`render_rays` as an image, rgb (H, W, 3), depth (H, W), opacity (H, W), ...
+        ``distortion``: None (pinhole) or (6,) lens coefficients (:mod:`physinv.core.camera`)."""
+        dist = None if distortion is None else distortion.to(self.device).float()
+        o, d = image_rays(c2w.to(self.device).float(), intrinsics.to(self.device).float(), width, height, dist)
         out = self.render_rays(o.reshape(-1, 3), d.reshape(-1, 3), background, extra_features)
         return {k: v.view(height, width, *v.shape[1:]) for k, v in out.items()}
 
@@ -135,7 +137,8 @@ def evaluate(run: NerfRun, data_dir: str | Path, split: str = "test") -> dict:
         )
     psnrs, ssims = [], []
     for i in range(views.images.shape[0]):
-        pred = run.render_image(views.c2w[i], views.intrinsics[i], views.width, views.height, views.background)["rgb"].clamp(0, 1)
+        lens = {} if views.distortion is None else {"distortion": views.distortion[i]}  # pinhole data: the plain call
+        pred = run.render_image(views.c2w[i], views.intrinsics[i], views.width, views.height, views.background, **lens)["rgb"].clamp(0, 1)
         psnrs.append(float(psnr(pred, views.images[i])))
         ssims.append(float(ssim(pred, views.images[i])))
     return {

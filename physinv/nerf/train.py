@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from physinv.config import config_to_dict
-from physinv.core.camera import camera_rays
+from physinv.core.camera import camera_rays, look_at_point
 from physinv.core.train import CHECKPOINT_NAME, LOG_NAME, FitResult, JsonlLog, RunProgress, fit, load_checkpoint, seed_everything
 from physinv.core.volume import PER_SAMPLE_KEYS
 from physinv.errors import input_error
@@ -46,10 +46,7 @@ def scene_aabb(views: ViewSet) -> Tensor:
     if views.aabb is not None:
         return views.aabb.float()
     o = views.c2w[:, :3, 3].double()
-    d = F.normalize(-views.c2w[:, :3, 2].double(), dim=-1)
-    eye = torch.eye(3, dtype=torch.float64, device=o.device)
-    proj = eye - d.unsqueeze(-1) * d.unsqueeze(-2)  # (N, 3, 3) projectors orthogonal to each axis
-    centre = torch.linalg.lstsq(proj.sum(0), (proj @ o.unsqueeze(-1)).sum(0)).solution.squeeze(-1)
+    centre = look_at_point(views.c2w.double())
     half = 0.5 * torch.linalg.norm(o - centre, dim=-1).median()
     return torch.stack([centre - half, centre + half]).float()
 
@@ -67,7 +64,8 @@ def sample_rays(views: ViewSet, n: int, generator: torch.Generator | None = None
     view, pix = flat // (h * w), flat % (h * w)
     v, u = pix // w + (H - h) // 2, pix % w + (W - w) // 2
     pixels = torch.stack([u, v], -1).float() + 0.5
-    o, d = camera_rays(views.c2w[view], views.intrinsics[view], pixels)
+    distortion = None if views.distortion is None else views.distortion[view]
+    o, d = camera_rays(views.c2w[view], views.intrinsics[view], pixels, distortion)
     return o, d, views.images[view, v, u]
 
 

@@ -57,3 +57,24 @@ def test_masks_folder_missing_views_is_one_line(instance_nerf, tiny_scene, gt_ma
     msg = cli_error(["instance", "fit", str(instance_nerf), "--data", str(tiny_scene), "--masks", str(masks), "--out", str(tmp_path / "o")])
     assert msg == f"physinv: error: {masks}: no mask for 2 of 8 views: r_002.png, r_005.png"
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_viewer_shows_instance_runs(instance_nerf, tiny_scene, gt_masks, tmp_path, run_cli):
+    """``physinv view`` on an instance run: the ``instances`` frame is the run's label render in the
+    instance palette, ``rgb`` the NeRF's render."""
+    import math
+
+    from physinv.core.camera import look_at
+    from physinv.instance.export import palette
+    from physinv.view import INSTANCE_MODES, c2w_to_viewer, load_viewable, preview_intrinsics, render_for_camera, to_uint8
+
+    out = tmp_path / "inst"
+    run_cli(["instance", "fit", instance_nerf, "--data", tiny_scene, "--masks", gt_masks, "--out", out, "--direct", "--steps", "5", "--device", "cpu", "--quiet"])
+    viewable = load_viewable(out)
+    assert viewable.kind == "instance" and viewable.modes == INSTANCE_MODES and viewable.data is not None
+    c2w = look_at(torch.tensor([2.5, -1.5, 1.0], dtype=torch.float64), torch.zeros(3, dtype=torch.float64))
+    wxyz, pos = c2w_to_viewer(c2w.numpy())
+    K, w, h = preview_intrinsics(math.radians(40), 1.0, 12)
+    labels = viewable.run.render(c2w, K, w, h)["labels"]
+    assert np.array_equal(render_for_camera(viewable, wxyz, pos, math.radians(40), 1.0, 12, "instances"), to_uint8(torch.as_tensor(palette(labels.numpy()))))
+    assert np.array_equal(render_for_camera(viewable, wxyz, pos, math.radians(40), 1.0, 12, "rgb"), to_uint8(viewable.run.nerf.render_image(c2w, K, w, h)["rgb"]))
