@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -59,7 +58,6 @@ def main(argv=None) -> dict:
             run = args.out / f"run{s}_{v}"
             cfg = SftFitConfig(steps=args.steps, fit_res=args.fit_res, max_iters_per_frame=args.max_iters_per_frame, device=args.device,
                                checkpoint_every=max(args.steps, 1), **VARIANTS[v])
-            t0 = time.perf_counter()
             fit = run_fit(data, run, cfg, quiet=True)
             m = evaluate_run(run, data)
             results[v]["chamfer"].append(m["chamfer"])

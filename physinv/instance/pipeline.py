@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from physinv.core.camera import camera_rays, image_rays
+from physinv.core.camera import image_rays
 from physinv.core.metrics import instance_scores
 from physinv.core.train import CHECKPOINT_NAME, fit, load_checkpoint, seed_everything
 from physinv.errors import PhysinvError, input_error
@@ -202,7 +202,7 @@ def fit_instance(nerf_run: str | Path, data: str | Path, masks_dir: str | Path, 
         v, rows, cols = _patch_rays(views, cfg.patches, cfg.patch, gen)
         pix = torch.stack([cols, rows], -1).reshape(-1, 2).float() + 0.5
         vi = v[:, None, None].expand_as(rows).reshape(-1)
-        o, d = camera_rays(views.c2w[vi], views.intrinsics[vi], pix)
+        o, d = views.rays(vi, pix)
         rendered = render_logits(field, run, o, d)
         target = state["labels"][vi, rows.reshape(-1), cols.reshape(-1)]
         ce = instance_cross_entropy(rendered["logits"], target)

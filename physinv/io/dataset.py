@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from physinv.core.camera import camera_rays
 from physinv.errors import PhysinvError, input_error
 from physinv.io.images import composite, load_npy, read_image, read_labels
 from physinv.io.transforms import light_file, read_transforms, split_path
@@ -68,6 +69,13 @@ class ViewSet:
             mv(self.background), mv(self.aabb), {k: mv(v) for k, v in self.maps.items()}, self.source,
             list(self.lights), dict(self.envmaps), list(self.frames_extras), self.envmap_to_world.to(device), mv(self.distortion),
         )
+
+    def rays(self, view: torch.Tensor | int, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Origins and unit directions (n, 3) of the rays through ``pixels`` (n, 2) (continuous (u, v);
+        ``+ 0.5`` for pixel centres) of view ``view`` (an index, or (n,) indices), through each view's
+        lens distortion when the data set has one. Every training loop draws its rays here."""
+        distortion = None if self.distortion is None else self.distortion[view]
+        return camera_rays(self.c2w[view], self.intrinsics[view], pixels, distortion)
 
     def light_path(self, index: int) -> Path:
         """The environment map file of view ``index``'s ``light``: an ``envmaps`` entry, else a path

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from physinv.config import config_to_dict
-from physinv.core.camera import camera_rays, look_at_point
+from physinv.core.camera import look_at_point
 from physinv.core.train import CHECKPOINT_NAME, LOG_NAME, FitResult, JsonlLog, RunProgress, fit, load_checkpoint, seed_everything
 from physinv.core.volume import PER_SAMPLE_KEYS
 from physinv.errors import input_error
@@ -64,8 +64,7 @@ def sample_rays(views: ViewSet, n: int, generator: torch.Generator | None = None
     view, pix = flat // (h * w), flat % (h * w)
     v, u = pix // w + (H - h) // 2, pix % w + (W - w) // 2
     pixels = torch.stack([u, v], -1).float() + 0.5
-    distortion = None if views.distortion is None else views.distortion[view]
-    o, d = camera_rays(views.c2w[view], views.intrinsics[view], pixels, distortion)
+    o, d = views.rays(view, pixels)
     return o, d, views.images[view, v, u]
 
 

@@ -34,7 +34,7 @@ from physinv.config import build_config
 from physinv.core import sg
 from physinv.core.camera import image_rays
 from physinv.core.train import CHECKPOINT_NAME, load_checkpoint
-from physinv.errors import PhysinvError, input_error
+from physinv.errors import input_error
 from physinv.io.dataset import load_views
 from physinv.io.images import linear_to_srgb, srgb_to_linear
 from physinv.relight.config import RelightConfig

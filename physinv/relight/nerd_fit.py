@@ -13,7 +13,6 @@ import torch
 
 from physinv.config import config_to_dict
 from physinv.core import sg
-from physinv.core.camera import camera_rays
 from physinv.core.train import CHECKPOINT_NAME, RunProgress, fit, load_checkpoint, seed_everything
 from physinv.errors import input_error
 from physinv.relight.config import RelightConfig
@@ -103,7 +102,7 @@ def train_nerd(data_dir: str | Path, run_dir: str | Path, cfg: RelightConfig, de
         light_index = int(frame_set_t[view])
         pix = pixels[torch.randint(0, h * w, (cfg.batch_rays,))]
         v, u = pix[:, 0].to(device), pix[:, 1].to(device)
-        o, d = camera_rays(views.c2w[view].expand(cfg.batch_rays, 4, 4), views.intrinsics[view].expand(cfg.batch_rays, 4), torch.stack([u, v], -1).float() + 0.5)
+        o, d = views.rays(view, torch.stack([u, v], -1).float() + 0.5)
         target, mask = views.images[view, v, u], rv.masks[view, v, u]
         # white balance (no gradient): unclipped in the first phase, every illumination brought to grey
         first = sched["first_phase"] > 0

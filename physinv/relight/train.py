@@ -18,7 +18,6 @@ import torch
 
 from physinv.config import config_to_dict
 from physinv.core import sdf
-from physinv.core.camera import camera_rays
 from physinv.core.train import CHECKPOINT_NAME, FitResult, fit, load_checkpoint, seed_everything
 from physinv.errors import input_error
 from physinv.io.images import linear_to_srgb
@@ -80,7 +79,7 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RelightConfig, devi
         flat = torch.randint(0, n_views * h * w, (cfg.batch_rays,), generator=gen).to(device)
         view, pix = flat // (h * w), flat % (h * w)
         v, u = pix // w, pix % w
-        o, d = camera_rays(views.c2w[view], views.intrinsics[view], torch.stack([u, v], -1).float() + 0.5)
+        o, d = views.rays(view, torch.stack([u, v], -1).float() + 0.5)
         target, mask = views.images[view, v, u], rv.masks[view, v, u]
         out = model.render_rays(o, d)
         pred = to_display(out["rgb"], rv.linear)

@@ -331,7 +331,6 @@ def internal_forces(x: Tensor, model: ClothModel, material: Material, with_jacob
     Returns ``(f, rows, cols, vals)`` with rows/cols (N,) flat DOF indices (3·vertex + axis) and
     vals (N,) entries of K (duplicates are summed); K is symmetric positive semi-definite.
     """
-    V = x.shape[0]
     c, Fd, G = _strain_terms(x, model)
     k = stretching_stiffness(G, material.stretching)
     A = model.area

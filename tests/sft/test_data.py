@@ -8,7 +8,7 @@ import json
 import numpy as np
 import torch
 
-from physinv.io.images import read_image, write_image
+from physinv.io.images import write_image
 from physinv.sft.data import load_ground_truth, load_sequence, write_obj
 
 torch.set_num_threads(1)
