@@ -114,7 +114,6 @@ class NerfConfig:
     hash_backend: str = "auto"  # ngp/plain hash grid: auto (the fused CPU kernel when built, else PyTorch) | torch (the reference) | fused
     sparse_grad: Optional[bool] = None  # True: sparse table gradients + instant-ngp's lazy Adam; default False (dense Adam), see above
     mlp_weight_decay: Optional[float] = None  # L2 on the MLP weight matrices (ngp 1e-6 as instant-ngp; plain 0)
-    hash_decay_ramp: bool = False  # hash_decay grows linearly with the share of the run done (0 at the start)
     hash_decay: float = 0.0  # ngp/plain: Zip-NeRF's normalised weight decay of the hash tables, hash_decay * mean_l mean(V_l^2) (Zip-NeRF 0.1)
 
 

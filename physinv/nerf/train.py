@@ -115,22 +115,12 @@ def build_optimizer(model: torch.nn.Module, cfg: NerfConfig) -> torch.optim.Opti
     groups = [{"params": weights, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
     # Zip-NeRF's normalised hash decay, hash_decay * mean over levels of mean(V_l^2), as L2 in Adam:
     # d/dV_l = 2 * hash_decay / (levels * V_l.numel()) * V_l, one group per level
-    for t in tables:
-        decay = 2.0 * float(cfg.hash_decay) / (len(tables) * t.numel())
-        groups.append({"params": [t], "weight_decay": decay, "hash_decay": decay, "sparse": bool(cfg.sparse_grad)})
+    groups += [{"params": [t], "weight_decay": 2.0 * float(cfg.hash_decay) / (len(tables) * t.numel()), "sparse": bool(cfg.sparse_grad)} for t in tables]
     if cfg.sparse_grad:
         return InstantNGPAdam(groups, lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
     for g in groups:
         g.pop("sparse", None)
     return _adam(groups, lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
-
-
-def ramp_hash_decay(optimizer: torch.optim.Optimizer, fraction: float) -> None:
-    """Scale the hash tables' L2 (the groups :func:`build_optimizer` tagged ``hash_decay``) to
-    ``fraction`` (the share of the run done, 0..1) of its full value."""
-    for group in optimizer.param_groups:
-        if "hash_decay" in group:
-            group["weight_decay"] = group["hash_decay"] * fraction
 
 
 def _adam(params, **kwargs) -> torch.optim.Adam:
@@ -222,8 +212,6 @@ def train(
             loss = loss + F.mse_loss(out["rgb_coarse"], target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.hash_decay_ramp:
-            ramp_hash_decay(optimizer, progress.fraction(step))
         optimizer.step()
         scheduler.step()
         return {"loss": loss.detach(), **metrics}
