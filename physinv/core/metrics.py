@@ -6,11 +6,21 @@ on the inputs' device (or a dict of them).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 from torchmetrics.functional.regression import r2_score as _tm_r2
 from torchmetrics.functional.classification import multiclass_jaccard_index
 from torchmetrics.functional.detection import panoptic_quality as _tm_pq
+
+
+def mse_to_psnr(mse: float | torch.Tensor) -> float | torch.Tensor:
+    """PSNR (dB) of values in [0, 1] from their mean squared error (a tensor stays a tensor on its
+    device, so a training step can log it without waiting for the host)."""
+    if isinstance(mse, torch.Tensor):
+        return -10.0 * torch.log10(mse.clamp(min=1e-12))
+    return -10.0 * math.log10(max(float(mse), 1e-12))
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:

@@ -10,7 +10,6 @@ the test split (the training split when there is none).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch import Tensor
 
 from physinv.config import config_to_dict
 from physinv.core.camera import look_at_point
+from physinv.core.metrics import mse_to_psnr
 from physinv.core.train import CHECKPOINT_NAME, LOG_NAME, FitResult, JsonlLog, RunProgress, fit, load_checkpoint, seed_everything
 from physinv.core.volume import PER_SAMPLE_KEYS
 from physinv.errors import input_error
@@ -28,13 +28,6 @@ from physinv.io.dataset import ViewSet, load_views
 from physinv.nerf.config import NerfConfig, resolve
 from physinv.nerf.models import build_model
 from physinv.nerf.optim import InstantNGPAdam
-
-
-def mse_to_psnr(mse: float | Tensor) -> float | Tensor:
-    """PSNR (dB) of colours in [0, 1] from their mean squared error (a tensor stays a tensor on its device)."""
-    if isinstance(mse, Tensor):
-        return -10.0 * torch.log10(mse.clamp(min=1e-12))
-    return -10.0 * math.log10(max(float(mse), 1e-12))
 
 
 def scene_aabb(views: ViewSet) -> Tensor:
@@ -100,9 +93,10 @@ def build_optimizer(model: torch.nn.Module, cfg: NerfConfig) -> torch.optim.Opti
     """The optimiser of ``cfg.method`` (``cfg`` resolved).
 
     nerf: Adam(lr) as the paper. ngp/plain: Adam betas (0.9, 0.99), eps 1e-15 (instant-ngp) with
-    three groups: MLP weight matrices (L2 ``mlp_weight_decay``), other MLP parameters, hash tables
-    (no L2). With ``sparse_grad`` the tables are updated lazily by :class:`InstantNGPAdam` (entries
-    with a zero gradient skipped, as instant-ngp does), else everything by dense ``torch.optim.Adam``.
+    groups: MLP weight matrices (L2 ``mlp_weight_decay``), other MLP parameters, one per hash-table
+    level (L2 ``hash_decay``'s share, 0 by default). With ``sparse_grad`` the tables are updated
+    lazily by :class:`InstantNGPAdam` (entries with a zero gradient skipped, as instant-ngp does),
+    else everything by dense ``torch.optim.Adam``.
     """
     if cfg.method == "nerf":
         return _adam(model.parameters(), lr=cfg.lr)

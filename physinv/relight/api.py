@@ -32,6 +32,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 
 from physinv.config import build_config
 from physinv.core import sg
+from physinv.core.metrics import mse_to_psnr
 from physinv.core.camera import image_rays
 from physinv.core.train import CHECKPOINT_NAME, load_checkpoint
 from physinv.errors import input_error
@@ -131,7 +132,7 @@ def median_scale(pred_linear: Tensor, target_linear: Tensor, mask: Tensor) -> Te
 def masked_psnr(pred: Tensor, target: Tensor, mask: Tensor) -> float:
     """PSNR (dB) over the pixels inside ``mask`` (H, W) of (H, W, 3) images in [0, 1]."""
     mse = (pred[mask] - target[mask]).square().mean()
-    return float(-10.0 * torch.log10(mse.clamp(min=1e-12)))
+    return float(mse_to_psnr(mse))
 
 
 def masked_ssim(pred: Tensor, target: Tensor, mask: Tensor) -> float:

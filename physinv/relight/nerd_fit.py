@@ -13,6 +13,7 @@ import torch
 
 from physinv.config import config_to_dict
 from physinv.core import sg
+from physinv.core.metrics import mse_to_psnr
 from physinv.core.train import CHECKPOINT_NAME, RunProgress, fit, load_checkpoint, seed_everything
 from physinv.errors import input_error
 from physinv.relight.config import RelightConfig
@@ -131,8 +132,8 @@ def train_nerd(data_dir: str | Path, run_dir: str | Path, cfg: RelightConfig, de
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         return {
-            "loss": float(loss.detach()), "psnr": float(-10 * torch.log10(mse.detach())), "psnr_coarse": float(-10 * torch.log10(coarse_mse.detach())),
-            "psnr_direct": float(-10 * torch.log10(direct_mse.detach())), "colour_blend": sched["colour"], "mask_ramp": ramp,
+            "loss": float(loss.detach()), "psnr": float(mse_to_psnr(mse.detach())), "psnr_coarse": float(mse_to_psnr(coarse_mse.detach())),
+            "psnr_direct": float(mse_to_psnr(direct_mse.detach())), "colour_blend": sched["colour"], "mask_ramp": ramp,
             "roughness": float(out["roughness"].detach()[out["hit"]].mean()) if out["hit"].any() else float("nan"),
         }
 

@@ -18,6 +18,7 @@ import torch
 
 from physinv.config import config_to_dict
 from physinv.core import sdf
+from physinv.core.metrics import mse_to_psnr
 from physinv.core.train import CHECKPOINT_NAME, FitResult, fit, load_checkpoint, seed_everything
 from physinv.errors import input_error
 from physinv.io.images import linear_to_srgb
@@ -98,7 +99,7 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RelightConfig, devi
         with torch.no_grad():
             mse = (pred[on] - target[on]).square().mean() if on.any() else torch.tensor(float("nan"))
         return {
-            "loss": float(loss.detach()), "psnr": float(-10 * torch.log10(mse)), "rgb_l1": float(rgb_loss.detach()),
+            "loss": float(loss.detach()), "psnr": float(mse_to_psnr(mse)), "rgb_l1": float(rgb_loss.detach()),
             "eikonal": float(eik.detach()), "mask": float(m_loss.detach()), "hit_fraction": float(out["hit"].float().mean()),
             "roughness": float(model.roughness.detach()), "specular": float(model.specular_albedo.detach()),
         }
