@@ -107,13 +107,16 @@ def build_optimizer(model: torch.nn.Module, cfg: NerfConfig) -> torch.optim.Opti
     rest = [p for p in others if p.dim() < 2]
     wd = float(cfg.mlp_weight_decay or 0.0)
     groups = [{"params": weights, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
-    # Zip-NeRF's normalised hash decay, hash_decay * mean over levels of mean(V_l^2), as L2 in Adam:
-    # d/dV_l = 2 * hash_decay / (levels * V_l.numel()) * V_l, one group per level
-    groups += [{"params": [t], "weight_decay": 2.0 * float(cfg.hash_decay) / (len(tables) * t.numel()), "sparse": bool(cfg.sparse_grad)} for t in tables]
+    if cfg.hash_decay:
+        # Zip-NeRF's normalised hash decay, hash_decay * mean over levels of mean(V_l^2), as L2 in
+        # Adam: d/dV_l = 2 * hash_decay / (levels * V_l.numel()) * V_l, one group per level
+        groups += [{"params": [t], "weight_decay": 2.0 * cfg.hash_decay / (len(tables) * t.numel())} for t in tables]
+    else:  # one group, the layout of the checkpoints written before hash_decay existed
+        groups.append({"params": tables, "weight_decay": 0.0})
     if cfg.sparse_grad:
+        for group in groups[2:]:
+            group["sparse"] = True
         return InstantNGPAdam(groups, lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
-    for g in groups:
-        g.pop("sparse", None)
     return _adam(groups, lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
 
 
