@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from physinv.core.camera import image_rays
+from physinv.config import config_to_dict
+from physinv.core.camera import image_rays, look_at_point
 from physinv.errors import input_error
 from physinv.io.dataset import ViewSet, load_views
 from physinv.io.hdr import read_hdr
@@ -37,6 +38,18 @@ class RelightViews:
     centre: Tensor
     scale: float
 
+    def run_config(self, config, data_dir: str | Path) -> dict:
+        """What every relighting run saves beside its weights: the method's configuration, the camera
+        normalisation, the images' encoding, the background and the data folder."""
+        return {
+            "relight": config_to_dict(config),
+            "centre": self.centre.tolist(),
+            "scale": self.scale,
+            "linear": self.linear,
+            "background": self.views.background.tolist(),
+            "data": str(Path(data_dir).resolve()),
+        }
+
 
 def _masks(data_dir: Path, split: str, views: ViewSet, device) -> Tensor:
     if all("mask_path" in e for e in views.frames_extras):
@@ -52,10 +65,7 @@ def normalisation(views: ViewSet, masks: Tensor) -> tuple[Tensor, float]:
     if views.aabb is not None:
         aabb = views.aabb.double().cpu()
         return (0.5 * (aabb[0] + aabb[1])).float(), float(0.5 * (aabb[1] - aabb[0]).norm())
-    c2w = views.c2w.double().cpu()
-    origins, axes = c2w[:, :3, 3], -c2w[:, :3, 2]
-    proj = torch.eye(3, dtype=torch.float64) - axes[:, :, None] * axes[:, None, :]  # (N, 3, 3)
-    centre = torch.linalg.lstsq(proj.sum(0), (proj @ origins[..., None]).sum(0)).solution[:, 0]
+    centre = look_at_point(views.c2w.double().cpu())
     radius = 0.0
     for i in range(len(views)):
         o, d = image_rays(views.c2w[i].double().cpu(), views.intrinsics[i].double().cpu(), views.width, views.height)

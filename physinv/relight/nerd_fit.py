@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 
-from physinv.config import config_to_dict
 from physinv.core import sg
 from physinv.core.metrics import mse_to_psnr
 from physinv.core.train import CHECKPOINT_NAME, RunProgress, fit, load_checkpoint, seed_everything
@@ -137,17 +136,7 @@ def train_nerd(data_dir: str | Path, run_dir: str | Path, cfg: RelightConfig, de
             "roughness": float(out["roughness"].detach()[out["hit"]].mean()) if out["hit"].any() else float("nan"),
         }
 
-    ckpt_config = {
-        "relight": config_to_dict(cfg),
-        "centre": rv.centre.tolist(),
-        "scale": rv.scale,
-        "linear": rv.linear,
-        "background": views.background.tolist(),
-        "light_name": set_names[0],
-        "light_sets": set_names,
-        "frame_light": frame_set,
-        "data": str(Path(data_dir).resolve()),
-    }
+    ckpt_config = {**rv.run_config(cfg, data_dir), "light_name": set_names[0], "light_sets": set_names, "frame_light": frame_set}
     if ckpt_path.is_file():
         saved = load_checkpoint(ckpt_path)["config"]
         if saved.get("light_sets") != set_names:

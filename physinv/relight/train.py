@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from physinv.config import config_to_dict
 from physinv.core import sdf
 from physinv.core.metrics import mse_to_psnr
 from physinv.core.train import CHECKPOINT_NAME, FitResult, fit, load_checkpoint, seed_everything
@@ -104,15 +103,7 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RelightConfig, devi
             "roughness": float(model.roughness.detach()), "specular": float(model.specular_albedo.detach()),
         }
 
-    ckpt_config = {
-        "relight": config_to_dict(cfg),
-        "centre": rv.centre.tolist(),
-        "scale": rv.scale,
-        "linear": rv.linear,
-        "background": views.background.tolist(),
-        "light_name": names[0] if names else None,
-        "data": str(Path(data_dir).resolve()),
-    }
+    ckpt_config = {**rv.run_config(cfg, data_dir), "light_name": names[0] if names else None}
     result = fit(
         step_fn,
         run_dir=run_dir,
