@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,21 @@ def tiny_scene(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny_scene")
     return synthesize(out, views=8, test_views=2, res=32, spp=16, seed=0, progress=False)
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """``run_cli(argv) -> dict``: run ``physinv.cli.main(argv)``, assert it exits with code 0 and
+    return the JSON object of its last stdout line (every evaluating command ends with one)."""
+    from physinv.cli import main
+
+    def run(argv) -> dict:
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in argv])
+        assert exc.value.code in (0, None), capsys.readouterr().err
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    return run
 
 
 @pytest.fixture

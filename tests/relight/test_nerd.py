@@ -168,31 +168,23 @@ def test_resumed_run_matches_the_uninterrupted_one(two_light_scene, tmp_path, on
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
 
 
-def test_fit_eval_render_edit_export_cli(fitted, tmp_path, capsys):
-    from physinv.cli import main
-
+def test_fit_eval_render_edit_export_cli(fitted, tmp_path, run_cli):
     data, run = fitted
-
-    def cli(argv):
-        with pytest.raises(SystemExit) as exc:
-            main(argv)
-        assert exc.value.code in (0, None)
-        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
     small = ["--steps", "2", "--batch-rays", "64", "--device", "cpu", "--quiet"]
     toml = tmp_path / "tiny.toml"
     toml.write_text("net_width = 16\nnet_depth = 2\ncoarse_samples = 8\nfine_samples = 8\n")
-    out = cli(["relight", "fit", str(data), "--method", "nerd", "--out", str(tmp_path / "cli_run"), "--config", str(toml), *small])
+    out = run_cli(["relight", "fit", str(data), "--method", "nerd", "--out", str(tmp_path / "cli_run"), "--config", str(toml), *small])
     assert out["method"] == "nerd" and out["step"] == 2
-    metrics = cli(["relight", "eval", str(run), "--split", "relight", "--device", "cpu"])
+    metrics = run_cli(["relight", "eval", str(run), "--split", "relight", "--device", "cpu"])
     assert metrics["views"] == 2 and "psnr_no_relight" in metrics and metrics["lights_used"]["fitted"] == 2
-    out = cli(["relight", "render", str(run), "--light", "sky1", "--orbit", "2", "--out", str(tmp_path / "r"), "--device", "cpu"])
+    out = run_cli(["relight", "render", str(run), "--light", "sky1", "--orbit", "2", "--out", str(tmp_path / "r"), "--device", "cpu"])
     assert out["frames"] == 2 and out["light"] == "learnt (sky1)" and (tmp_path / "r" / "rgb.gif").is_file()
-    out = cli(["relight", "render", str(run), "--envmap", str(data / "envmaps" / "test_light.exr"), "--orbit", "1", "--out", str(tmp_path / "u"), "--device", "cpu"])
+    out = run_cli(["relight", "render", str(run), "--envmap", str(data / "envmaps" / "test_light.exr"), "--orbit", "1", "--out", str(tmp_path / "u"), "--device", "cpu"])
     assert "light_fit_rel_l2" in out
-    out = cli(["relight", "edit", str(run), "--albedo", "1,0,0", "--metallic", "1", "--roughness", "0.3", "--orbit", "1", "--out", str(tmp_path / "e"), "--device", "cpu"])
+    out = run_cli(["relight", "edit", str(run), "--albedo", "1,0,0", "--metallic", "1", "--roughness", "0.3", "--orbit", "1", "--out", str(tmp_path / "e"), "--device", "cpu"])
     assert out["edit"]["metallic"] == [1.0] and (tmp_path / "e" / "edit_000.png").is_file()
-    out = cli(["relight", "export", str(run), "--out", str(tmp_path / "m.ply"), "--res", "24", "--level", "1", "--device", "cpu"])
+    out = run_cli(["relight", "export", str(run), "--out", str(tmp_path / "m.ply"), "--res", "24", "--level", "1", "--device", "cpu"])
     import trimesh
 
     mesh = trimesh.load(tmp_path / "m.ply")

@@ -55,26 +55,18 @@ def test_resume_continues_the_step_count(fitted, tmp_path):
     assert result.fit.resumed_from == STEPS and result.fit.step == STEPS + 5
 
 
-def test_eval_render_edit_export_cli(fitted, tmp_path, capsys):
-    from physinv.cli import main
-
+def test_eval_render_edit_export_cli(fitted, tmp_path, run_cli):
     data, run = fitted
 
-    def cli(argv):
-        with pytest.raises(SystemExit) as exc:
-            main(argv)
-        assert exc.value.code in (0, None)
-        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-
-    metrics = cli(["relight", "eval", str(run), "--data", str(data), "--split", "test", "--device", "cpu"])
+    metrics = run_cli(["relight", "eval", str(run), "--data", str(data), "--split", "test", "--device", "cpu"])
     assert metrics["views"] == 2 and 0 < metrics["psnr"] < 60
     assert json.loads((run / "metrics.json").read_text())["psnr"] == pytest.approx(metrics["psnr"])
     envmap = data / "envmaps" / "sky0.exr"
-    out = cli(["relight", "render", str(run), "--envmap", str(envmap), "--orbit", "2", "--out", str(tmp_path / "r"), "--device", "cpu"])
+    out = run_cli(["relight", "render", str(run), "--envmap", str(envmap), "--orbit", "2", "--out", str(tmp_path / "r"), "--device", "cpu"])
     assert out["frames"] == 2 and (tmp_path / "r" / "rgb.gif").is_file() and "light_fit_rel_l2" in out
-    out = cli(["relight", "edit", str(run), "--albedo", "1,0,0", "--orbit", "1", "--out", str(tmp_path / "e"), "--device", "cpu"])
+    out = run_cli(["relight", "edit", str(run), "--albedo", "1,0,0", "--orbit", "1", "--out", str(tmp_path / "e"), "--device", "cpu"])
     assert (tmp_path / "e" / "edit_000.png").is_file()
-    out = cli(["relight", "export", str(run), "--out", str(tmp_path / "m.ply"), "--res", "24", "--device", "cpu"])
+    out = run_cli(["relight", "export", str(run), "--out", str(tmp_path / "m.ply"), "--res", "24", "--device", "cpu"])
     import trimesh
 
     mesh = trimesh.load(tmp_path / "m.ply")
