@@ -147,6 +147,39 @@ class Stateful(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> Any: ...
 
 
+class KeptWeights:
+    """The weights a module had at its best validation score so far: early stopping's kept model.
+
+    ``update(score, step)`` after each validation copies the module's ``state_dict`` (buffers
+    included) when the score beats every earlier one (higher is better); ``info`` carries
+    whatever else the caller wants remembered with it (e.g. the test PSNR measured at that step).
+    Its own ``state_dict`` goes into the run's checkpoint, so a resumed run keeps comparing against
+    the same best, and inference loads :attr:`weights` instead of the last step's.
+    """
+
+    def __init__(self, module: torch.nn.Module):
+        self.module = module
+        self.score = -float("inf")
+        self.step: int | None = None
+        self.info: dict[str, float] = {}
+        self.weights: dict[str, torch.Tensor] | None = None
+
+    def update(self, score: float, step: int, **info: float) -> bool:
+        """Keep the module's current weights if ``score`` is the best so far; True when kept."""
+        if not score > self.score:  # NaN never wins
+            return False
+        self.score, self.step, self.info = float(score), int(step), dict(info)
+        self.weights = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"score": self.score, "step": self.step, "info": dict(self.info), "weights": self.weights}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.score, self.step = float(state["score"]), state["step"]
+        self.info, self.weights = dict(state.get("info", {})), state["weights"]
+
+
 @dataclass
 class FitResult:
     step: int  # number of steps completed in total (across resumes)

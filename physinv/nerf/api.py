@@ -97,8 +97,14 @@ class NerfRun:
             return self.model.ray_samples(o, d, perturb=False)
 
 
-def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> NerfRun:
-    """Load ``<run_dir>/checkpoint.pt`` (``weights_only=True``) into a :class:`NerfRun` on ``device``."""
+def load_run(run_dir: str | Path, device: torch.device | str = "cpu", weights: str = "kept") -> NerfRun:
+    """Load ``<run_dir>/checkpoint.pt`` (``weights_only=True``) into a :class:`NerfRun` on ``device``.
+
+    ``weights``: ``kept`` — the model early stopping kept (best validation PSNR, see
+    :mod:`physinv.nerf.train`) where the run has one, else the last step's; ``last`` — the last
+    step's. :attr:`NerfRun.step` is the step the loaded weights come from."""
+    if weights not in ("kept", "last"):
+        raise ValueError(f"weights must be 'kept' or 'last', got {weights!r}")
     run_dir = Path(run_dir)
     ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=device)
     cfg_dict = ckpt.get("config", {})
@@ -109,7 +115,9 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> NerfRun
     config = NerfConfig(**{k: v for k, v in saved.items() if k in known})
     aabb = torch.tensor(cfg_dict["aabb"], dtype=torch.float32, device=device)
     model = build_model(config, aabb).to(device)
-    model.load_state_dict(ckpt["state"]["model"])
+    kept = ckpt.get("extra", {}).get("kept", {})
+    use_kept = weights == "kept" and kept.get("weights") is not None
+    model.load_state_dict(kept["weights"] if use_kept else ckpt["state"]["model"])
     model.eval()
     return NerfRun(
         model=model,
@@ -120,7 +128,7 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> NerfRun
         height=int(cfg_dict["height"]),
         data=Path(cfg_dict["data"]) if cfg_dict.get("data") else None,
         run_dir=run_dir,
-        step=int(ckpt["step"]),
+        step=int(kept["step"]) if use_kept else int(ckpt["step"]),
     )
 
 

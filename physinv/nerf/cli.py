@@ -49,6 +49,7 @@ def train(
             "train_seconds": round(result.fit.elapsed_s, 2),
             "train_psnr": result.fit.last.get("psnr"),
             "eval_psnr": result.eval_psnr,
+            "kept_step": result.kept_step,
         },
         out,
     )

@@ -116,13 +116,14 @@ class NerfConfig:
     hash_backend: str = "auto"  # ngp/plain hash grid: auto (the fused CPU kernel when built, else PyTorch) | torch (the reference) | fused
     sparse_grad: Optional[bool] = None  # True: sparse table gradients + instant-ngp's lazy Adam; default False (dense Adam), see above
     mlp_weight_decay: Optional[float] = None  # L2 on the MLP weight matrices (ngp 1e-6 as instant-ngp; plain 0)
+    val_fraction: Optional[float] = None  # share of the training pixels (at most eval_rays) held out to keep the best model (early stopping); ngp/plain 0.01, nerf 0 (the paper); 0 disables
     hash_decay: float = 0.0  # ngp/plain: Zip-NeRF's normalised weight decay of the hash tables, hash_decay * mean_l mean(V_l^2) (Zip-NeRF 0.1; off by default, see above)
 
 
 _METHOD_DEFAULTS = {
-    "nerf": {"lr": 5e-4, "lr_decay_steps": 250_000, "lr_schedule": "steps", "precrop_steps": 500},
-    "ngp": {"lr": 1e-2, "lr_decay_steps": 30_000, "lr_schedule": "run", "sparse_grad": False, "mlp_weight_decay": 1e-6, "precrop_steps": 0},
-    "plain": {"lr": 1e-2, "lr_decay_steps": 30_000, "lr_schedule": "run", "sparse_grad": False, "mlp_weight_decay": 0.0, "precrop_steps": 0},
+    "nerf": {"lr": 5e-4, "lr_decay_steps": 250_000, "lr_schedule": "steps", "precrop_steps": 500, "val_fraction": 0.0},
+    "ngp": {"lr": 1e-2, "lr_decay_steps": 30_000, "lr_schedule": "run", "sparse_grad": False, "mlp_weight_decay": 1e-6, "precrop_steps": 0, "val_fraction": 0.01},
+    "plain": {"lr": 1e-2, "lr_decay_steps": 30_000, "lr_schedule": "run", "sparse_grad": False, "mlp_weight_decay": 0.0, "precrop_steps": 0, "val_fraction": 0.01},
 }
 
 
@@ -144,6 +145,8 @@ def resolve(config: NerfConfig, device: torch.device | str) -> NerfConfig:
     for key in ("batch_rays", "coarse_samples", "samples_per_ray", "render_steps", "grid_resolution", "levels", "chunk_rays"):
         if values[key] is not None and values[key] <= 0:
             raise PhysinvError(f"--{key.replace('_', '-')}: must be > 0, got {values[key]}")
+    if not 0 <= values["val_fraction"] < 0.5:
+        raise PhysinvError(f"--val-fraction: must be in [0, 0.5), got {values['val_fraction']}")
     if values["hash_decay"] < 0:
         raise PhysinvError(f"--hash-decay: must be >= 0, got {values['hash_decay']}")
     if values["mlp_weight_decay"] is not None and values["mlp_weight_decay"] < 0:

@@ -5,6 +5,13 @@ the first ``precrop_steps`` from the central crops only), the
 loss is the MSE of the rendered colour composited on the data set's background (plus the coarse
 colour's MSE for ``nerf``), and the PSNR curve is measured on a fixed set of held-out rays from
 the test split (the training split when there is none).
+
+Early stopping (``val_fraction`` > 0, the default of ``ngp`` and ``plain``): that share of the
+training pixels (at most ``eval_rays``) is never trained on; at every evaluation their PSNR decides
+whether the model is the best so far, and the best one is kept (:class:`~physinv.core.train.KeptWeights`,
+in the checkpoint beside the last step's state, which a resumed run continues from). Inference
+(:func:`physinv.nerf.api.load_run`) loads the kept model, so training longer never hands a user a
+worse one. The test split is never used for that choice.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +29,7 @@ from torch import Tensor
 from physinv.config import config_to_dict
 from physinv.core.camera import look_at_point
 from physinv.core.metrics import mse_to_psnr
-from physinv.core.train import CHECKPOINT_NAME, LOG_NAME, FitResult, JsonlLog, RunProgress, fit, load_checkpoint, seed_everything
+from physinv.core.train import CHECKPOINT_NAME, LOG_NAME, FitResult, JsonlLog, KeptWeights, RunProgress, fit, load_checkpoint, seed_everything
 from physinv.core.volume import PER_SAMPLE_KEYS
 from physinv.errors import input_error
 from physinv.io.dataset import ViewSet, load_views
@@ -44,21 +52,61 @@ def scene_aabb(views: ViewSet) -> Tensor:
     return torch.stack([centre - half, centre + half]).float()
 
 
-def sample_rays(views: ViewSet, n: int, generator: torch.Generator | None = None, crop: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
-    """``n`` random pixel-centre rays of random views: origins (n, 3), dirs (n, 3), colours (n, 3).
+class RayBatch(NamedTuple):
+    """Rays through pixel centres: origins (n, 3), unit dirs (n, 3), pixel colours (n, 3) and the
+    index (n,) of the view each one comes from (e.g. to look up a per-view code)."""
+
+    origins: Tensor
+    dirs: Tensor
+    colors: Tensor
+    view: Tensor
+
+
+def sample_rays(views: ViewSet, n: int, generator: torch.Generator | None = None, crop: float = 1.0, exclude: Tensor | None = None) -> RayBatch:
+    """``n`` random pixel-centre rays of random views.
 
     The indices are drawn on the images' device (from ``generator``, which must live there, or
     the device's global generator), so a training step does not wait for the host.
-    ``crop`` < 1 draws the pixels from the central ``crop * H`` x ``crop * W`` window only."""
+    ``crop`` < 1 draws the pixels from the central ``crop * H`` x ``crop * W`` window only.
+    ``exclude`` (N, H, W) bool, from :func:`holdout_pixels`: pixels never drawn; a draw that lands
+    on one takes its right-hand neighbour instead (its left one at the window's edge), which is
+    never excluded because held-out pixels sit in even columns only. That costs one gather and no
+    host synchronisation, and biases the draw by the held-out share (1 %) at most.
+    """
     device = views.images.device
     N, H, W = views.images.shape[:3]
     h, w = max(1, round(H * crop)), max(1, round(W * crop))
     flat = torch.randint(0, N * h * w, (n,), generator=generator, device=device)
     view, pix = flat // (h * w), flat % (h * w)
     v, u = pix // w + (H - h) // 2, pix % w + (W - w) // 2
+    if exclude is not None:
+        right = torch.where(u + 1 < (W - w) // 2 + w, 1, -1)
+        u = u + exclude[view, v, u] * right
+    return _pixel_rays(views, view, v, u)
+
+
+def _pixel_rays(views: ViewSet, view: Tensor, v: Tensor, u: Tensor) -> RayBatch:
+    """The rays through the centres of pixels (u, v) (column, row; (n,) each) of views ``view`` (n,)."""
     pixels = torch.stack([u, v], -1).float() + 0.5
     o, d = views.rays(view, pixels)
-    return o, d, views.images[view, v, u]
+    return RayBatch(o, d, views.images[view, v, u], view)
+
+
+def holdout_pixels(views: ViewSet, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, RayBatch]:
+    """About ``n`` training pixels set aside for validation, at random among those in even columns
+    (so that :func:`sample_rays` can step off them to a neighbour): a mask (N, H, W) bool for
+    :func:`sample_rays`'s ``exclude`` and their rays. Fewer than ``n`` on tiny data (duplicate draws)."""
+    device = views.images.device
+    N, H, W = views.images.shape[:3]
+    half = (W + 1) // 2  # even columns per row
+    draws = torch.randint(0, N * H * half, (2 * n,), generator=generator, device=device).unique()
+    order = torch.randperm(len(draws), generator=generator, device=device)[:n]
+    flat = draws[order]
+    view, rest = flat // (H * half), flat % (H * half)
+    v, u = rest // half, 2 * (rest % half)
+    mask = torch.zeros((N, H, W), dtype=torch.bool, device=device)
+    mask[view, v, u] = True
+    return mask, _pixel_rays(views, view, v, u)
 
 
 @torch.no_grad()
@@ -78,14 +126,17 @@ def render_rays_chunked(model: torch.nn.Module, origins: Tensor, dirs: Tensor, b
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
-def eval_curve(log: list[dict]) -> list[tuple[float, float, int]]:
+def eval_curve(log: list[dict], kept: bool = True) -> list[tuple[float, float, int]]:
     """(training seconds without the evaluations so far, held-out PSNR in dB, step) for every
-    evaluation record of a run's log (``JsonlLog(<run>/log.jsonl).read()``)."""
+    evaluation record of a run's log (``JsonlLog(<run>/log.jsonl).read()``). ``kept``: the PSNR of
+    the model a user would get at that point (the one early stopping keeps, where the run validates;
+    ``False``: the last step's weights)."""
     out, eval_total = [], 0.0
     for rec in log:
         if rec.get("eval"):
             eval_total += rec.get("eval_seconds", 0.0)
-            out.append((rec["time_s"] - eval_total, rec["eval_psnr"], rec["step"]))
+            value = rec.get("kept_eval_psnr", rec["eval_psnr"]) if kept else rec["eval_psnr"]
+            out.append((rec["time_s"] - eval_total, value, rec["step"]))
     return out
 
 
@@ -146,11 +197,13 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, cfg: NerfConfig, progress: Ru
 
 @dataclass
 class TrainResult:
-    """What :func:`fit` returned, the resolved configuration and the last held-out PSNR (dB) logged."""
+    """What :func:`fit` returned, the resolved configuration and the last held-out PSNR (dB) logged
+    (of the kept model, where the run validates)."""
 
     fit: FitResult
     config: NerfConfig
     eval_psnr: float | None
+    kept_step: int | None = None  # the step of the model early stopping kept (None: the run does not validate)
 
 
 def checkpoint_config(run_dir: Path) -> dict | None:
@@ -191,17 +244,26 @@ def train(
     scheduler = lr_scheduler(optimizer, cfg, progress)
     background = views.background
 
+    exclude, kept = None, None
+    if cfg.val_fraction > 0:  # early stopping on training pixels never trained on
+        n_val = max(1, min(cfg.eval_rays, round(cfg.val_fraction * views.images[..., 0].numel())))
+        exclude, val_rays = holdout_pixels(views, n_val, torch.Generator(device=device).manual_seed(cfg.seed + 2))
+        kept = KeptWeights(model)
     eval_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    eo, ed, ec = sample_rays(held_out, min(cfg.eval_rays, held_out.images[..., 0].numel()), eval_gen)
+    test_rays = sample_rays(held_out, min(cfg.eval_rays, held_out.images[..., 0].numel()), eval_gen)
     # the same number of fixed training rays: held-out vs training PSNR tells overfitting from noise
-    to, td, tc = sample_rays(views, min(cfg.eval_rays, views.images[..., 0].numel()), eval_gen)
+    seen_rays = sample_rays(views, min(cfg.eval_rays, views.images[..., 0].numel()), eval_gen, exclude=exclude)
+
+    def psnr_of(rays: RayBatch) -> float:
+        rgb = render_rays_chunked(model, rays.origins, rays.dirs, background, cfg.chunk_rays)["rgb"]
+        return float(mse_to_psnr(F.mse_loss(rgb, rays.colors)))
 
     def step_fn(step: int) -> dict[str, Tensor | float]:
         # no host synchronisation: the metrics stay tensors until the loop logs them
         model.train()
         model.update(step)
         crop = cfg.precrop_fraction if step < cfg.precrop_steps else 1.0
-        o, d, target = sample_rays(views, cfg.batch_rays, crop=crop)
+        o, d, target, _ = sample_rays(views, cfg.batch_rays, crop=crop, exclude=exclude)
         out = model.render_rays(o, d, background, perturb=True)
         loss = F.mse_loss(out["rgb"], target)
         metrics = {"psnr": mse_to_psnr(loss.detach()), "samples_per_ray": len(out["samples"]) / cfg.batch_rays}
@@ -217,13 +279,12 @@ def train(
         # eval_seconds lets a benchmark subtract evaluation from the training clock
         t0 = time.perf_counter()
         model.eval()
-        held = render_rays_chunked(model, eo, ed, background, cfg.chunk_rays)["rgb"]
-        seen = render_rays_chunked(model, to, td, background, cfg.chunk_rays)["rgb"]
-        return {
-            "eval_psnr": float(mse_to_psnr(F.mse_loss(held, ec))),
-            "train_rays_psnr": float(mse_to_psnr(F.mse_loss(seen, tc))),
-            "eval_seconds": time.perf_counter() - t0,
-        }
+        out = {"eval_psnr": psnr_of(test_rays), "train_rays_psnr": psnr_of(seen_rays)}
+        if kept is not None:
+            out["val_psnr"] = psnr_of(val_rays)
+            kept.update(out["val_psnr"], step, eval_psnr=out["eval_psnr"])
+            out |= {"kept_step": kept.step, "kept_eval_psnr": kept.info["eval_psnr"]}
+        return out | {"eval_seconds": time.perf_counter() - t0}
 
     ckpt_config = {
         "nerf": config_to_dict(cfg),
@@ -246,6 +307,8 @@ def train(
         desc=f"nerf/{cfg.method}",
         quiet=quiet,
         progress=progress,
+        extra_state=(lambda: {"kept": kept.state_dict()}) if kept is not None else None,
+        load_extra_state=(lambda extra: kept.load_state_dict(extra["kept"]) if "kept" in extra else None) if kept is not None else None,
     )
     curve = eval_curve(JsonlLog(run_dir / LOG_NAME).read())
-    return TrainResult(fit=result, config=cfg, eval_psnr=curve[-1][1] if curve else None)
+    return TrainResult(fit=result, config=cfg, eval_psnr=curve[-1][1] if curve else None, kept_step=kept.step if kept is not None else None)

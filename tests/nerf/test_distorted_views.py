@@ -16,7 +16,7 @@ def test_sample_rays_apply_each_views_distortion():
     dist = torch.tensor([[-0.3, 0.1, 0, 0, 0.002, 0.001], [0.0] * 6, [0.2, 0, 0, 0, 0, 0]])
     views = ViewSet(torch.rand(n, H, W, 3), None, c2w, K, W, H, torch.ones(3), None, {}, source=None, distortion=dist)  # type: ignore[arg-type]
     g = torch.Generator().manual_seed(0)
-    o, d, _ = sample_rays(views, 64, g)
+    o, d, _, _ = sample_rays(views, 64, g)
     g = torch.Generator().manual_seed(0)
     view = (torch.randint(0, n * H * W, (64,), generator=g) // (H * W))
     for i in range(64):
@@ -26,5 +26,5 @@ def test_sample_rays_apply_each_views_distortion():
         assert torch.allclose(frac, torch.full_like(frac, 0.5), atol=1e-3), (i, uv)
     # ignoring the distortion would put the barrel view's corner rays elsewhere
     views.distortion = None
-    o2, d2, _ = sample_rays(views, 64, torch.Generator().manual_seed(0))
+    o2, d2, _, _ = sample_rays(views, 64, torch.Generator().manual_seed(0))
     assert (d2 - d).norm(dim=-1).max() > 1e-2

@@ -15,7 +15,7 @@ from physinv.nerf.train import sample_rays
 def test_a_new_head_renders_through_the_protocol(ngp_run, tiny_scene):
     run = load_run(ngp_run[0])
     views = load_views(tiny_scene, "test")
-    o, d, _ = sample_rays(views, 512, torch.Generator().manual_seed(0))
+    o, d, _, _ = sample_rays(views, 512, torch.Generator().manual_seed(0))
     colour = torch.tensor([0.2, 0.5, 0.9])
 
     def constant_colour(points, dirs, field_out):
@@ -39,7 +39,7 @@ def test_a_new_head_renders_through_the_protocol(ngp_run, tiny_scene):
 def test_ray_samples_match_the_renderer(ngp_run, tiny_scene):
     run = load_run(ngp_run[0])
     views = load_views(tiny_scene, "test")
-    o, d, _ = sample_rays(views, 256, torch.Generator().manual_seed(1))
+    o, d, _, _ = sample_rays(views, 256, torch.Generator().manual_seed(1))
     along = run.ray_samples(o, d)
     rendered = run.render_rays(o, d)
     assert along["weights"].shape == along["sigma"].shape == (len(along["samples"]),)

@@ -63,7 +63,7 @@ def test_occupancy_grid_keeps_all_density(ngp_run, tiny_scene):
     sampler = r.model.sampler
     grid = sampler.grid
     views = load_views(tiny_scene, "train")
-    o, d, _ = sample_rays(views, 2048, torch.Generator().manual_seed(0))
+    o, d, _, _ = sample_rays(views, 2048, torch.Generator().manual_seed(0))
     culled = r.render_rays(o, d)
     saved = grid.occupied.clone()
     grid.occupied.fill_(True)
