@@ -45,7 +45,10 @@ Methods:
   ``hash_decay`` (Zip-NeRF's normalised weight decay of the tables, ``hash_decay * mean_l
   mean(V_l^2)``, a per-level L2 inside Adam) narrows that gap: with ``hash_decay = 1`` and
   ``lr_final_fraction = 0.01`` a 10-minute CPU run ends 0.36 dB higher on the test images, but
-  starts slower and still sinks from its peak, so it is not the default.
+  starts slower and still sinks from its peak, so it is not the default. What the default does
+  instead is early stopping: ``val_fraction`` = 1 % of the training pixels (at most ``eval_rays``)
+  are never trained on, and the model with the best PSNR on them is kept and loaded for inference
+  (:mod:`physinv.nerf.train`), so a longer run never returns a worse model.
 * ``plain`` — the same field as ``ngp`` (``density_bias`` included) with ``samples_per_ray``
   uniform stratified samples in the scene box and no occupancy grid (the reference configuration
   of the speed benchmark, which runs it on the pure-PyTorch encoding): dense ``torch.optim.Adam``
