@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 COVERAGE_FLOOR = 1e-6  # soft coverage below this is dropped
+CHUNK_PIXEL_TESTS = 1 << 20  # (triangle, pixel) tests evaluated at once by default
 
 
 class RasterOutput(NamedTuple):
@@ -111,7 +112,7 @@ def rasterize(
     near: float = 0.05,
     far: float = 100.0,
     tile: int | None = None,
-    chunk_pairs: int = 4096,
+    chunk_pairs: int | None = None,
 ) -> RasterOutput:
     """Render a triangle mesh: silhouette, depth and (with ``texture`` + ``uvs`` or ``vertex_colors``) colour.
 
@@ -121,7 +122,9 @@ def rasterize(
     v = 0 is the texture's bottom row); texture (Ht, Wt, C) in [0, 1]; vertex_colors (V, C);
     sigma [px²] and gamma as in SoftRas; near/far [m] for the inverse-depth normalisation (triangles
     with a vertex closer than ``near`` are culled); tile: tile side in px (None: 4, 8 or 16 from the
-    median triangle size); chunk_pairs: (triangle, tile) pairs evaluated at once (bounds memory). Differentiable w.r.t. vertices, texture, colours.
+    median triangle size); chunk_pairs: (triangle, tile) pairs evaluated at once (bounds memory; None:
+    2^20 pixel tests per chunk, 16384 pairs of 8-px tiles — 4x fewer, larger chunks than a fixed
+    4096 and 2.3x faster forward on a CPU at 256²). Differentiable w.r.t. vertices, texture, colours.
     """
     device, dtype = vertices.device, vertices.dtype
     batched = vertices.dim() == 3
@@ -156,6 +159,8 @@ def rasterize(
     if tile is None:  # tiles about the size of a typical triangle's grown box waste the fewest pixel tests
         extent = float((tri_px.detach().amax(1) - tri_px.detach().amin(1)).amax(-1).median()) + 2 * margin if len(tri_px) else 16.0
         tile = 4 if extent < 8 else 8 if extent < 20 else 16
+    if chunk_pairs is None:
+        chunk_pairs = max(1, CHUNK_PIXEL_TESTS // (tile * tile))
     tri, tiles = _pairs(tri_px.detach(), band, margin, width, height, tile)
     ntx = math.ceil(width / tile)
     oy, ox = torch.meshgrid(torch.arange(tile, device=device), torch.arange(tile, device=device), indexing="ij")
@@ -253,12 +258,21 @@ def _sample_texture(texture: Tensor, uv: Tensor) -> Tensor:
 
 
 def gaussian_blur(image: Tensor, sigma_px: float) -> Tensor:
-    """Gaussian blur of (..., H, W) with standard deviation ``sigma_px`` [px] (kornia; zero padding,
-    kernel radius ⌈3σ⌉), used on silhouettes (φ-SfT's G(B; σ))."""
-    from kornia.filters import gaussian_blur2d
+    """Gaussian blur of (..., H, W) with standard deviation ``sigma_px`` [px] (zero padding, kernel
+    radius ⌈3σ⌉, taps normalised to sum 1: kornia's ``gaussian_blur2d`` with a constant border, which
+    the tests compare it with), used on silhouettes (φ-SfT's G(B; σ)).
 
+    Computed as ``K_H · image · K_Wᵀ`` with banded (H, H) and (W, W) kernel matrices: two matrix
+    products, 10x faster forward and backward than kornia's separable convolution on a CPU
+    (39 frames at 256², σ = 7 px: 0.09 s vs 0.92 s, benchmarks/RESULTS.md)."""
+    return _blur_matrix(image.shape[-2], sigma_px, image) @ image @ _blur_matrix(image.shape[-1], sigma_px, image).T
+
+
+def _blur_matrix(n: int, sigma_px: float, like: Tensor) -> Tensor:
+    """(n, n) matrix of the zero-padded 1-D Gaussian convolution (radius ⌈3σ⌉, taps summing to 1)."""
     radius = max(1, int(math.ceil(3.0 * sigma_px)))
-    shape = image.shape
-    x = image.reshape(-1, 1, shape[-2], shape[-1])
-    sig = torch.tensor([[sigma_px, sigma_px]], dtype=image.dtype, device=image.device)
-    return gaussian_blur2d(x, (2 * radius + 1, 2 * radius + 1), sig, border_type="constant").reshape(shape)
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=like.dtype, device=like.device) / sigma_px) ** 2)
+    i = torch.arange(n, device=like.device)
+    offset = i[None, :] - i[:, None]  # column - row
+    inside = offset.abs() <= radius
+    return torch.where(inside, taps[(offset + radius).clamp(0, 2 * radius)], torch.zeros((), dtype=like.dtype, device=like.device)) / taps.sum()

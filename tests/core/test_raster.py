@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from physinv.core.raster import gaussian_blur, project, rasterize
@@ -99,6 +100,24 @@ def test_texture_lookup_follows_obj_uv_convention():
     # the top-left image corner is world (-x, +y) = uv (0, 1) = the texture's top-left texel
     assert out.rgb[4, 6, 0] > 0.85 and out.rgb[4, 6, 2] < 0.15
     assert out.rgb[60, 60, 2] > 0.85 and out.rgb[60, 60, 0] < 0.15
+
+
+@pytest.mark.parametrize("sigma_px, shape", [(7.0, (3, 40, 56)), (0.8, (2, 9, 5)), (4.0, (6, 6))])
+def test_gaussian_blur_equals_kornias_in_values_and_gradients(sigma_px, shape):
+    """The banded-matrix blur is kornia's zero-padded separable Gaussian (radius ⌈3σ⌉), also where
+    the kernel is wider than the image."""
+    from kornia.filters import gaussian_blur2d
+
+    x = torch.rand(shape, dtype=torch.float64, requires_grad=True)
+    radius = max(1, math.ceil(3.0 * sigma_px))
+    flat = x.reshape(-1, 1, *shape[-2:])
+    ref = gaussian_blur2d(flat, (2 * radius + 1, 2 * radius + 1), torch.tensor([[sigma_px, sigma_px]], dtype=x.dtype), border_type="constant").reshape(shape)
+    out = gaussian_blur(x, sigma_px)
+    assert torch.allclose(out, ref, atol=1e-12)
+    w = torch.rand(shape, dtype=torch.float64)
+    (g_out,) = torch.autograd.grad((out * w).sum(), x)
+    (g_ref,) = torch.autograd.grad((ref * w).sum(), x)
+    assert torch.allclose(g_out, g_ref, atol=1e-12)
 
 
 def test_silhouette_gradient_of_a_translated_triangle_points_the_right_way():
