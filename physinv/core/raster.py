@@ -65,6 +65,21 @@ def _segment_dist2(p: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return ((p - q) ** 2).sum(-1)
 
 
+def _coverage_terms(p: Tensor, a: Tensor, b: Tensor, c: Tensor, area2: Tensor, sigma: float, hard: bool, barycentrics: bool = False):
+    """At pixel positions p (..., 2) of triangles (a, b, c) (..., 2) with twice their signed area
+    ``area2``: inside (bool), SoftRas' δ d² / σ (None when ``hard``), and first the barycentrics
+    l0, l1, l2 when ``barycentrics``."""
+    l0 = _cross2(b - p, c - p) / area2
+    l1 = _cross2(c - p, a - p) / area2
+    l2 = 1.0 - l0 - l1
+    inside = (l0 >= 0) & (l1 >= 0) & (l2 >= 0)
+    signed = None
+    if not hard:
+        d2 = torch.minimum(torch.minimum(_segment_dist2(p, a, b), _segment_dist2(p, b, c)), _segment_dist2(p, c, a))
+        signed = torch.where(inside, d2, -d2) / sigma
+    return (l0, l1, l2, inside, signed) if barycentrics else (inside, signed)
+
+
 def _pairs(tri_px: Tensor, band: Tensor, margin: float, width: int, height: int, tile: int) -> tuple[Tensor, Tensor]:
     """(triangle, tile) pairs whose grown bounding box meets the tile: (P,) triangle ids, (P,) tile ids.
 
@@ -173,28 +188,21 @@ def rasterize(
         pix = base[:, None, :] + offs[None]  # (P, T², 2) integer pixel coordinates
         row0 = (band[t_ids] * height)[:, None]
         in_img = (pix[..., 0] < width) & (pix[..., 1] >= row0) & (pix[..., 1] < row0 + height)
-        p = pix.to(dtype)
-        a, b, c = (tri_px[t_ids, k][:, None, :] for k in range(3))
-        l0 = _cross2(b - p, c - p) / area2[t_ids, None]
-        l1 = _cross2(c - p, a - p) / area2[t_ids, None]
-        l2 = 1.0 - l0 - l1
-        inside = (l0 >= 0) & (l1 >= 0) & (l2 >= 0)
-        if hard:
-            sel = inside & in_img
-        else:
-            d2 = torch.minimum(torch.minimum(_segment_dist2(p, a, b), _segment_dist2(p, b, c)), _segment_dist2(p, c, a))
-            signed = torch.where(inside, d2, -d2) / sigma
-            sel = in_img & (signed.detach() > math.log(COVERAGE_FLOOR))
+        with torch.no_grad():  # which (triangle, pixel) pairs matter: every test of the chunk, nothing saved for backward
+            inside, signed = _coverage_terms(pix.to(dtype), *(tri_px[t_ids, k].detach()[:, None, :] for k in range(3)), area2[t_ids, None].detach(), sigma, hard)
+            sel = in_img & (inside if hard else signed > math.log(COVERAGE_FLOOR))
         if not bool(sel.any()):
             continue
         pi, ki = torch.nonzero(sel, as_tuple=True)
         fid = t_ids[pi]
-        bary = torch.stack([l0[pi, ki], l1[pi, ki], l2[pi, ki]], -1)
+        # the same terms again, differentiably, on the selected pairs only (a few % of the tests)
+        l0, l1, l2, inside, signed = _coverage_terms(pix[pi, ki].to(dtype), tri_px[fid, 0], tri_px[fid, 1], tri_px[fid, 2], area2[fid], sigma, hard, barycentrics=True)
+        bary = torch.stack([l0, l1, l2], -1)
         if not hard:
             bary = bary.clamp_min(0.0)
             bary = bary / bary.sum(-1, keepdim=True).clamp_min(1e-12)
-            logd_l.append(F.logsigmoid(signed[pi, ki]))
-            logn_l.append(F.logsigmoid(-signed[pi, ki]))
+            logd_l.append(F.logsigmoid(signed))
+            logn_l.append(F.logsigmoid(-signed))
         inv_z = (bary / tri_z[fid]).sum(-1)  # perspective-correct: 1/Z interpolates linearly on screen
         persp = (bary / tri_z[fid]) / inv_z[:, None]
         depth = 1.0 / inv_z
