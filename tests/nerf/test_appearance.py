@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from physinv.core.train import CHECKPOINT_NAME, load_checkpoint
 from physinv.errors import PhysinvError
@@ -24,6 +25,7 @@ from physinv.io.dataset import load_views
 from physinv.io.images import read_image, write_image
 from physinv.nerf.api import evaluate, load_run
 from physinv.nerf.config import NerfConfig, resolve
+from physinv.nerf.models import build_model
 from physinv.nerf.train import train
 
 # (1.0, 0.6, 0.6) gave a gap of 1.1-1.8 dB over seeds 0-2 (150 steps): the 8 tiny views leave a test
@@ -129,3 +131,39 @@ def test_embedding_explains_a_light_change(two_light_scene, tmp_path, TINY):
     # measured (under load 2-3, seed 0): 19.02 dB with the embedding vs 17.13 dB without (+1.9 dB;
     # seeds 1, 2: +2.6, +1.9); the margin is half of that
     assert psnr[16] > psnr[0] + 1.0, psnr
+
+
+def test_ray_codes_reach_their_own_samples_only(TINY):
+    """Packed samples of many rays rendered at once with per-ray codes equal each ray rendered alone
+    with its code (the codes are gathered by ``ray_indices``); opacity and depth never depend on the
+    codes (the geometry is shared by every light), the colour does, through the used codes only."""
+    torch.manual_seed(0)
+    aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    cfg = resolve(NerfConfig(method="ngp", appearance_dim=4, density_bias=1.0, **TINY), "cpu")
+    model = build_model(cfg, aabb, codes=3)
+    with torch.no_grad():
+        model.field.appearance.weight.normal_(0.0, 1.0)  # codes far apart, so a wrong gather shows
+    origins = torch.tensor([[0.0, 0.0, -3.0]]).repeat(5, 1) + 0.3 * torch.randn(5, 3)
+    dirs = F.normalize(torch.tensor([[0.0, 0.0, 1.0]]) + 0.2 * torch.randn(5, 3), dim=-1)
+    index = torch.tensor([0, 2, 1, -1, 2])  # -1: the mean code
+    codes = model.appearance_codes(index)
+    assert torch.allclose(codes[3], model.field.appearance.weight.mean(0))
+    background = torch.ones(3)
+    out = model.render_rays(origins, dirs, background, ray_codes=codes)
+    assert out["samples"].per_ray is None and len(out["samples"]) > 5  # packed, several samples a ray
+    for r in range(5):
+        alone = model.render_rays(origins[r : r + 1], dirs[r : r + 1], background, ray_codes=codes[r : r + 1])
+        assert torch.allclose(out["rgb"][r], alone["rgb"][0], atol=1e-6)
+    other = model.render_rays(origins, dirs, background, ray_codes=codes.flip(0))
+    assert not torch.allclose(out["rgb"], other["rgb"], atol=1e-3)  # the colour reads the code
+    assert torch.equal(out["opacity"], other["opacity"]) and torch.equal(out["depth"], other["depth"])
+
+    (out["opacity"].sum() + out["depth"].sum()).backward(retain_graph=True)
+    assert model.field.appearance.weight.grad is None  # no path from the codes to the density
+    out["rgb"][:3].sum().backward()  # rays 0-2 use codes 0, 2, 1; the mean code (ray 3) is not in this loss
+    assert (model.field.appearance.weight.grad.abs().sum(-1) > 0).all()
+    model.zero_grad()
+    out = model.render_rays(origins[:2], dirs[:2], background, ray_codes=model.appearance_codes(torch.tensor([0, 0])))
+    out["rgb"].sum().backward()
+    grad = model.field.appearance.weight.grad.abs().sum(-1)
+    assert grad[0] > 0 and grad[1] == 0 and grad[2] == 0  # only the code the rays use learns
