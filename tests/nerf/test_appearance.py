@@ -167,3 +167,16 @@ def test_ray_codes_reach_their_own_samples_only(TINY):
     out["rgb"].sum().backward()
     grad = model.field.appearance.weight.grad.abs().sum(-1)
     assert grad[0] > 0 and grad[1] == 0 and grad[2] == 0  # only the code the rays use learns
+
+
+def test_cli_trains_and_evaluates_with_codes(two_light_scene, tmp_path, TINY, run_cli, cli_error):
+    torch.set_num_threads(1)
+    toml = tmp_path / "tiny.toml"
+    toml.write_text("".join(f"{k} = {v}\n" for k, v in dict(TINY, checkpoint_every=4, eval_every=4).items()))
+    run_dir = tmp_path / "run"
+    out = run_cli(["nerf", "train", two_light_scene, "--out", run_dir, "--method", "ngp", "--appearance-dim", "4", "--steps", "4", "--config", toml, "--device", "cpu", "--quiet"])
+    assert out["step"] == 4
+    metrics = run_cli(["nerf", "eval", run_dir, "--device", "cpu"])
+    assert metrics["views"] == 4 and metrics["mean_code_views"] == 0  # every test view's light has a code
+    line = cli_error(["nerf", "train", str(two_light_scene), "--out", str(tmp_path / "bad"), "--method", "nerf", "--appearance-dim", "4"])
+    assert line == "physinv: error: --appearance-dim: only the ngp and plain methods have an appearance embedding (nerf: use 0)"
