@@ -253,6 +253,8 @@ def train(
     held_out = load_views(data_dir, "test", device=device) if (Path(data_dir) / "transforms_test.json").is_file() else views
     # appearance embedding: one code per illumination of the training views, as NeRD groups its lights
     frame_codes, code_lights = light_sets(list(views.lights)) if cfg.appearance_dim else ([], [])
+    if saved is not None and saved.get("nerf", {}).get("appearance_dim", 0) != cfg.appearance_dim:
+        raise input_error(run_dir / CHECKPOINT_NAME, "config.nerf.appearance_dim", f"the run was trained with appearance_dim {saved.get('nerf', {}).get('appearance_dim', 0)}, not {cfg.appearance_dim} (use another --out)")
     if saved is not None and saved.get("appearance_lights", []) != code_lights:
         raise input_error(run_dir / CHECKPOINT_NAME, "config.appearance_lights", "the data's lights differ from the run's appearance codes (use another --out)")
     view_codes = torch.tensor(frame_codes, dtype=torch.long, device=device) if cfg.appearance_dim else None  # (N,) code of each training view

@@ -114,9 +114,16 @@ def test_codes_tied_by_light_name_and_saved(two_light_scene, tmp_path, TINY):
     assert torch.equal(run.render_image(c2w, k, 32, 32, light="c")["rgb"], run.render_image(c2w, k, 32, 32)["rgb"])  # unseen = mean
     assert evaluate(run, data, "test")["mean_code_views"] == 2  # "c" was never trained under, the last view names no light
 
-    # resuming into the run with other lights is refused (the codes would change meaning)
-    with pytest.raises(PhysinvError, match="config.appearance_lights"):
+    # the run resumes with its codes (the optimiser state of the table included) and goes on learning them
+    resumed = train(data, run_dir, NerfConfig(method="ngp", steps=8, appearance_dim=4, lr_schedule="steps", **dict(TINY, eval_every=4, checkpoint_every=4)), quiet=True)
+    assert resumed.fit.step == 8
+    assert not torch.equal(load_run(run_dir, weights="last").model.field.appearance.weight, table)
+
+    # resuming into the run with other lights, or another code size, is refused (the codes would change meaning)
+    with pytest.raises(PhysinvError, match="config.appearance_lights: the data's lights differ from the run's appearance codes"):
         train(two_light_scene, run_dir, NerfConfig(method="ngp", steps=8, appearance_dim=4, **TINY), quiet=True)
+    with pytest.raises(PhysinvError, match="config.nerf.appearance_dim: the run was trained with appearance_dim 4, not 0"):
+        train(data, run_dir, NerfConfig(method="ngp", steps=8, **TINY), quiet=True)
 
 
 def test_embedding_explains_a_light_change(two_light_scene, tmp_path, TINY):
