@@ -57,7 +57,8 @@ class NerfRun:
 
     @torch.no_grad()
     def radiance(self, points: Tensor, dirs: Tensor, chunk: int = 65536) -> Tensor:
-        """Emitted colour (N, 3) in [0, 1] at world points (N, 3) seen along unit directions (N, 3)."""
+        """Emitted colour (N, 3) in [0, 1] at world points (N, 3) seen along unit directions (N, 3)
+        (a run with an appearance embedding: under the mean code)."""
         out = [self.model.radiance(p.to(self.device).float(), d.to(self.device).float()) for p, d in zip(points.split(chunk), dirs.split(chunk))]
         return torch.cat(out) if out else points.new_zeros(0, 3)
 
