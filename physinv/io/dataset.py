@@ -93,6 +93,24 @@ class ViewSet:
         return path
 
 
+def light_sets(names: list[str | None]) -> tuple[list[int], list[str | None]]:
+    """Frames' ``light`` names -> (set index per frame, name per set): frames naming the same light
+    share one set (named sets first, sorted), every frame without a name gets its own set. The one
+    grouping rule of per-illumination unknowns: NeRD's SG lights (``relight.nerd``) and the
+    appearance codes of ``nerf`` (``NerfConfig.appearance_dim``)."""
+    named = sorted({n for n in names if n is not None})
+    index = {n: i for i, n in enumerate(named)}
+    sets: list[str | None] = list(named)
+    per_frame = []
+    for n in names:
+        if n is None:
+            per_frame.append(len(sets))
+            sets.append(None)
+        else:
+            per_frame.append(index[n])
+    return per_frame, sets
+
+
 def _check_size(array: np.ndarray, path: Path, width: int, height: int, reference: Path) -> None:
     h, w = array.shape[:2]
     if (w, h) != (width, height):

@@ -4,12 +4,17 @@
 >>> sigma = run.density(points)                      # (N,) 1/scene unit
 >>> rgb = run.radiance(points, dirs)                 # (N, 3) in [0, 1]
 >>> image = run.render_image(c2w, intrinsics, 64, 64)["rgb"]
+>>> image = run.render_image(c2w, intrinsics, 64, 64, light="sky1")["rgb"]  # doctest: +SKIP
+
+A run with an appearance embedding (``appearance_dim`` > 0) renders under one of its learnt codes:
+``light`` names a light it was trained under (or is a code index); an unseen light, no light, or
+``light=-1`` takes the mean of its codes.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +28,7 @@ from physinv.errors import input_error
 from physinv.io.dataset import load_views
 from physinv.nerf.config import NerfConfig
 from physinv.nerf.models import build_model
-from physinv.nerf.train import render_rays_chunked
+from physinv.nerf.train import appearance_index, render_rays_chunked
 
 
 @dataclass
@@ -39,6 +44,7 @@ class NerfRun:
     data: Path | None
     run_dir: Path
     step: int
+    appearance_lights: list[str | None] = field(default_factory=list)  # the light of each appearance code (None: a training frame's own)
 
     @property
     def device(self) -> torch.device:
@@ -51,7 +57,8 @@ class NerfRun:
 
     @torch.no_grad()
     def radiance(self, points: Tensor, dirs: Tensor, chunk: int = 65536) -> Tensor:
-        """Emitted colour (N, 3) in [0, 1] at world points (N, 3) seen along unit directions (N, 3)."""
+        """Emitted colour (N, 3) in [0, 1] at world points (N, 3) seen along unit directions (N, 3)
+        (a run with an appearance embedding: under the mean code)."""
         out = [self.model.radiance(p.to(self.device).float(), d.to(self.device).float()) for p, d in zip(points.split(chunk), dirs.split(chunk))]
         return torch.cat(out) if out else points.new_zeros(0, 3)
 
@@ -68,19 +75,41 @@ class NerfRun:
         """Width F of ``geo_feature``: the trunk width (nerf) or 1 + geo_features (ngp, plain)."""
         return self.config.width if self.config.method == "nerf" else 1 + self.config.geo_features
 
-    def render_rays(self, origins: Tensor, dirs: Tensor, background: Tensor | None = None, extra_features=None) -> dict[str, Tensor]:
+    def code_index(self, light: str | int | None = None) -> int | None:
+        """The appearance code to render with: None for a run without an appearance embedding (a
+        light name is then ignored: the run has one look for all lights); else the code of ``light``
+        (a light name the run was trained under, or a code index), -1 (the mean code) for an unseen
+        name or None. An index out of range is a ``ValueError``."""
+        n = len(self.appearance_lights) if self.config.appearance_dim else 0
+        if isinstance(light, int) and not isinstance(light, bool):
+            if not -1 <= light < n:
+                raise ValueError(f"appearance code {light} out of range: the run has {n} codes (-1: their mean)")
+            return light
+        if not n:
+            return None
+        return appearance_index([light], self.appearance_lights)[0]
+
+    @torch.no_grad()
+    def render_rays(self, origins: Tensor, dirs: Tensor, background: Tensor | None = None, extra_features=None, light: str | int | None = None) -> dict[str, Tensor]:
         """Per ray: rgb (R, 3), depth (R,) (expected distance along the ray), opacity (R,), and each
         per-sample head of ``extra_features(points (M, 3), dirs (M, 3), field_out) -> dict``
-        composited (R, C), for rays (R, 3); in chunks, without gradients."""
+        composited (R, C), for rays (R, 3); in chunks, without gradients. ``light``: the appearance
+        code to render with (:meth:`code_index`; runs with an appearance embedding only)."""
         bg = self.background if background is None else background.to(self.device)
-        return render_rays_chunked(self.model, origins.to(self.device).float(), dirs.to(self.device).float(), bg, self.config.chunk_rays, extra_features=extra_features)
+        o, d = origins.to(self.device).float(), dirs.to(self.device).float()
+        index = self.code_index(light)
+        codes = {} if index is None else {"ray_codes": self.model.appearance_codes(torch.tensor([index], device=self.device)).expand(len(o), -1)}
+        return render_rays_chunked(self.model, o, d, bg, self.config.chunk_rays, extra_features=extra_features, **codes)
 
-    def render_image(self, c2w: Tensor, intrinsics: Tensor, width: int, height: int, background: Tensor | None = None, extra_features=None, distortion: Tensor | None = None) -> dict[str, Tensor]:
+    def render_image(
+        self, c2w: Tensor, intrinsics: Tensor, width: int, height: int, background: Tensor | None = None, extra_features=None, distortion: Tensor | None = None, light: str | int | None = None
+    ) -> dict[str, Tensor]:
         """One view: every per-ray output of :meth:`render_rays` as an image, rgb (H, W, 3), depth (H, W), opacity (H, W), ...
-        ``distortion``: None (pinhole) or (6,) lens coefficients (:mod:`physinv.core.camera`)."""
+        ``distortion``: None (pinhole) or (6,) lens coefficients (:mod:`physinv.core.camera`).
+        ``light``: the appearance code (:meth:`code_index`)."""
         dist = None if distortion is None else distortion.to(self.device).float()
         o, d = image_rays(c2w.to(self.device).float(), intrinsics.to(self.device).float(), width, height, dist)
-        out = self.render_rays(o.reshape(-1, 3), d.reshape(-1, 3), background, extra_features)
+        out = self.render_rays(o.reshape(-1, 3), d.reshape(-1, 3), background, extra_features, light)
         return {k: v.view(height, width, *v.shape[1:]) for k, v in out.items()}
 
     def ray_samples(self, origins: Tensor, dirs: Tensor, grad: bool = False) -> dict:
@@ -114,7 +143,8 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu", weights: s
     saved = {"density_bias": 0.0, **cfg_dict["nerf"]}  # runs saved before density_bias existed had none
     config = NerfConfig(**{k: v for k, v in saved.items() if k in known})
     aabb = torch.tensor(cfg_dict["aabb"], dtype=torch.float32, device=device)
-    model = build_model(config, aabb).to(device)
+    code_lights = list(cfg_dict.get("appearance_lights") or [])
+    model = build_model(config, aabb, len(code_lights)).to(device)
     kept = ckpt.get("extra", {}).get("kept", {})
     use_kept = weights == "kept" and kept.get("weights") is not None
     model.load_state_dict(kept["weights"] if use_kept else ckpt["state"]["model"])
@@ -129,6 +159,7 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu", weights: s
         data=Path(cfg_dict["data"]) if cfg_dict.get("data") else None,
         run_dir=run_dir,
         step=int(kept["step"]) if use_kept else int(ckpt["step"]),
+        appearance_lights=code_lights,
     )
 
 
@@ -136,16 +167,21 @@ def evaluate(run: NerfRun, data_dir: str | Path, split: str = "test") -> dict:
     """Render every view of ``split`` and score it: mean PSNR/SSIM and the per-view lists.
 
     Views of another size than the training images are refused (the run's sampling density, and
-    the comparison, would silently change).
+    the comparison, would silently change). A run with an appearance embedding renders each view
+    with the code of its ``light`` when the run was trained under that light, else with the mean
+    code (``mean_code_views`` counts those).
     """
     views = load_views(data_dir, split, device=run.device)
     if (views.width, views.height) != (run.width, run.height):
         raise input_error(
             views.source, "frames", f"the {split} images are {views.width}x{views.height} but the run in {run.run_dir} was trained on {run.width}x{run.height} images"
         )
-    psnrs, ssims = [], []
+    psnrs, ssims, mean_code = [], [], 0
     for i in range(views.images.shape[0]):
         lens = {} if views.distortion is None else {"distortion": views.distortion[i]}  # pinhole data: the plain call
+        if run.config.appearance_dim:  # the view's light's code (without an embedding: the plain call)
+            lens["light"] = views.lights[i] if i < len(views.lights) else None
+            mean_code += run.code_index(lens["light"]) == -1
         pred = run.render_image(views.c2w[i], views.intrinsics[i], views.width, views.height, views.background, **lens)["rgb"].clamp(0, 1)
         psnrs.append(float(psnr(pred, views.images[i])))
         ssims.append(float(ssim(pred, views.images[i])))
@@ -158,6 +194,7 @@ def evaluate(run: NerfRun, data_dir: str | Path, split: str = "test") -> dict:
         "ssim": float(np.mean(ssims)),
         "psnr_per_view": [round(p, 3) for p in psnrs],
         "ssim_per_view": [round(s, 4) for s in ssims],
+        **({"mean_code_views": int(mean_code)} if run.config.appearance_dim else {}),
     }
 
 

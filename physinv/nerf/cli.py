@@ -27,6 +27,7 @@ def train(
     steps: Steps = None,
     max_minutes: MaxMinutes = None,
     batch_rays: Annotated[Optional[int], typer.Option("--batch-rays", help="rays per step (default: per method and device)")] = None,
+    appearance_dim: Annotated[Optional[int], typer.Option("--appearance-dim", help="ngp/plain: a learnt code of this size per `light` of the views (NeRF-A; 0 = off)")] = None,
     device: Device = "auto",
     seed: OptionalSeed = None,
     config: ConfigFile = None,
@@ -39,7 +40,7 @@ def train(
         raise PhysinvError(f"--method: unknown method '{method}' (known: {', '.join(METHODS)})")
     if not data.is_dir():
         raise input_error(data, None, "data folder not found")
-    cfg = load_config(NerfConfig, config, method=method, steps=steps, batch_rays=batch_rays, seed=seed)
+    cfg = load_config(NerfConfig, config, method=method, steps=steps, batch_rays=batch_rays, seed=seed, appearance_dim=appearance_dim)
     result = run_train(data, out, cfg, device=select_device(device), max_minutes=max_minutes, quiet=quiet)
     emit_metrics(
         {

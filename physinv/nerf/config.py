@@ -53,6 +53,16 @@ Methods:
   uniform stratified samples in the scene box and no occupancy grid (the reference configuration
   of the speed benchmark, which runs it on the pure-PyTorch encoding): dense ``torch.optim.Adam``
   1e-2, betas (0.9, 0.99), eps 1e-15, no L2, the same ``run`` schedule.
+
+Appearance embedding (``appearance_dim`` > 0, ``ngp`` and ``plain``; NeRD's "NeRF-A" baseline after
+NeRF-W, Martin-Brualla et al. 2021): one learnt code of ``appearance_dim`` numbers per illumination
+of the training views, grouped by their ``light`` name as NeRD groups its lights
+(:func:`physinv.io.dataset.light_sets`: frames naming the same light share a code, a frame without
+a name gets its own), concatenated to the colour MLP's input only, so the density (the geometry) stays
+shared by every light. Codes start at N(0, 0.01^2) (near zero, all lights alike at first). A view
+under a light the run never saw is rendered with the mean of the codes. NeRF-W uses 48 numbers for
+thousands of tourist photos; a scene under a handful of illuminations needs far fewer (the
+benchmark's baseline uses 16).
 """
 
 from __future__ import annotations
@@ -121,6 +131,7 @@ class NerfConfig:
     mlp_weight_decay: Optional[float] = None  # L2 on the MLP weight matrices (ngp 1e-6 as instant-ngp; plain 0)
     val_fraction: Optional[float] = None  # share of the training pixels (at most eval_rays) held out to keep the best model (early stopping); ngp/plain 0.01, nerf 0 (the paper); 0 disables
     hash_decay: float = 0.0  # ngp/plain: Zip-NeRF's normalised weight decay of the hash tables, hash_decay * mean_l mean(V_l^2) (Zip-NeRF 0.1; off by default, see above)
+    appearance_dim: int = 0  # ngp/plain: width of a learnt per-illumination appearance code fed to the colour MLP (NeRF-W's appearance embedding; 0 = off), see below
 
 
 _METHOD_DEFAULTS = {
@@ -150,6 +161,10 @@ def resolve(config: NerfConfig, device: torch.device | str) -> NerfConfig:
             raise PhysinvError(f"--{key.replace('_', '-')}: must be > 0, got {values[key]}")
     if not 0 <= values["val_fraction"] < 0.5:
         raise PhysinvError(f"--val-fraction: must be in [0, 0.5), got {values['val_fraction']}")
+    if values["appearance_dim"] < 0:
+        raise PhysinvError(f"--appearance-dim: must be >= 0, got {values['appearance_dim']}")
+    if values["appearance_dim"] and config.method == "nerf":
+        raise PhysinvError("--appearance-dim: only the ngp and plain methods have an appearance embedding (nerf: use 0)")
     if values["hash_decay"] < 0:
         raise PhysinvError(f"--hash-decay: must be >= 0, got {values['hash_decay']}")
     if values["mlp_weight_decay"] is not None and values["mlp_weight_decay"] < 0:

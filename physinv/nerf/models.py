@@ -10,7 +10,11 @@ A *model* pairs fields with a sampler and exposes
   per ray ``rgb`` (R, 3), ``depth`` (R,) (expected distance along the unit ray; background adds 0),
   ``opacity`` (R,), for ``nerf`` also ``rgb_coarse``, any extra feature composited (R, C); per
   sample ``weights`` (M,) and the packed ``samples``. ``extra_features(points (M, 3), dirs (M, 3),
-  field_out) -> dict`` adds per-sample heads that are composited with the same weights;
+  field_out) -> dict`` adds per-sample heads that are composited with the same weights.
+  ``ngp``/``plain`` with an appearance embedding also take ``ray_codes`` (R, C): each ray's
+  appearance code (:meth:`HashGridNerf.appearance_codes`), handed to the colour net of each of the
+  ray's samples through the packed ``ray_indices`` (:func:`radiance_fields_fn`); without it every
+  ray gets the mean code;
 * ``ray_samples(origins, dirs, perturb=False) -> dict``: the packed ``samples``, their ``points``,
   ``weights``, ``sigma`` and ``geo_feature``, and per ray ``depth``/``opacity`` — what a second field
   (instances, materials) needs to be trained along this one's samples;
@@ -93,16 +97,25 @@ class NeRFField(nn.Module):
 
 class NGPField(nn.Module):
     """instant-ngp field: hash grid -> 1x64 MLP -> 16 values (the first plus ``density_bias`` is the
-    log density, trunc_exp; all 16 are the ``geo_feature``); [those 16, SH(d)] -> 2x64 MLP -> RGB (sigmoid)."""
+    log density, trunc_exp; all 16 are the ``geo_feature``); [those 16, SH(d)] -> 2x64 MLP -> RGB (sigmoid).
 
-    def __init__(self, aabb: Tensor, config: NerfConfig):
+    With ``config.appearance_dim`` = C > 0 the colour MLP also reads an appearance code (C,) per
+    sample, one of ``codes`` learnt ones (``appearance``, NeRF-W's appearance embedding; the density
+    never sees it), initialised N(0, 0.01^2) so that every illumination starts from the same look.
+    """
+
+    def __init__(self, aabb: Tensor, config: NerfConfig, codes: int = 0):
         super().__init__()
         c = config
         self.register_buffer("aabb", aabb.detach().clone().float())
         self.encoding = HashGridEncoding(c.levels, c.features_per_level, c.log2_table_size, c.base_resolution, c.finest_resolution, sparse_grad=bool(c.sparse_grad), backend=c.hash_backend)
         self.density_net = MLP(self.encoding.out_dim, 1 + c.geo_features, width=c.hidden, depth=1)
         self.dir_encoding = SHEncoding(c.sh_l_max)
-        self.colour_net = MLP(1 + c.geo_features + self.dir_encoding.out_dim, 3, width=c.hidden, depth=2, output_activation="sigmoid")
+        self.appearance: nn.Embedding | None = None
+        if c.appearance_dim > 0:
+            self.appearance = nn.Embedding(max(1, codes), c.appearance_dim)
+            nn.init.normal_(self.appearance.weight, std=0.01)
+        self.colour_net = MLP(1 + c.geo_features + self.dir_encoding.out_dim + c.appearance_dim, 3, width=c.hidden, depth=2, output_activation="sigmoid")
         self.density_bias = c.density_bias
         self.autocast = False  # bf16 autocast of the MLPs (set on CUDA)
 
@@ -111,8 +124,19 @@ class NGPField(nn.Module):
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def forward(self, points: Tensor, dirs: Tensor | None = None) -> dict[str, Tensor]:
-        """points (N, 3), dirs (N, 3) unit or None -> ``sigma`` (N,), ``geo_feature`` (N, 16), ``rgb`` (N, 3) when dirs (float32)."""
+    def appearance_codes(self, index: Tensor) -> Tensor:
+        """Appearance codes (n, C) of illuminations ``index`` (n,) (int64); -1 picks the mean code
+        (a light the run never saw)."""
+        if self.appearance is None:
+            raise ValueError("this field has no appearance embedding (appearance_dim = 0)")
+        table = self.appearance.weight
+        return torch.cat([table, table.mean(0, keepdim=True)])[index]  # row -1: the mean
+
+    def forward(self, points: Tensor, dirs: Tensor | None = None, codes: Tensor | None = None) -> dict[str, Tensor]:
+        """points (N, 3), dirs (N, 3) unit or None -> ``sigma`` (N,), ``geo_feature`` (N, 16), ``rgb`` (N, 3) when dirs (float32).
+        codes: (N, C) appearance code per point (C = ``appearance_dim``); None = the mean code."""
+        if codes is not None and self.appearance is None:
+            raise ValueError("appearance codes given to a field without an appearance embedding (appearance_dim = 0)")
         unit = (points - self.aabb[0]) / (self.aabb[1] - self.aabb[0])
         feats = self.encoding(unit)
         with self._amp():
@@ -121,23 +145,27 @@ class NGPField(nn.Module):
         sigma = trunc_exp(h[:, 0] + self.density_bias)
         out = {"sigma": torch.where(_inside(points, self.aabb), sigma, torch.zeros_like(sigma)), "geo_feature": h}
         if dirs is not None:
+            colour_in = [h, self.dir_encoding(dirs)]
+            if self.appearance is not None:
+                colour_in.append(self.appearance.weight.mean(0).expand(len(h), -1) if codes is None else codes.float())
             with self._amp():
-                out["rgb"] = self.colour_net(torch.cat([h, self.dir_encoding(dirs)], -1)).float()
+                out["rgb"] = self.colour_net(torch.cat(colour_in, -1)).float()
         return out
 
     def density(self, points: Tensor) -> Tensor:
         return self(points)["sigma"]
 
 
-def radiance_fields_fn(field: nn.Module, origins: Tensor, dirs: Tensor, extra_features: ExtraFeatures | None = None) -> FieldsFn:
+def radiance_fields_fn(field: nn.Module, origins: Tensor, dirs: Tensor, extra_features: ExtraFeatures | None = None, ray_codes: Tensor | None = None) -> FieldsFn:
     """The ``fields_fn`` of :func:`~physinv.core.volume.render_samples` for a radiance field on rays
     origins, dirs (R, 3): ``sigma`` and ``rgb`` at each sample's midpoint, plus whatever
-    ``extra_features(points (M, 3), dirs (M, 3), field_out)`` returns."""
+    ``extra_features(points (M, 3), dirs (M, 3), field_out)`` returns. ``ray_codes`` (R, C): a
+    conditioning code per ray (an appearance code), given to the field at each of the ray's samples."""
 
     def fn(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor) -> dict[str, Tensor]:
         points = origins[ray_indices] + dirs[ray_indices] * (0.5 * (t_starts + t_ends)).unsqueeze(-1)
         d = dirs[ray_indices]
-        out = field(points, d)
+        out = field(points, d) if ray_codes is None else field(points, d, ray_codes[ray_indices])
         feats = {"sigma": out["sigma"], "rgb": out["rgb"]}
         if extra_features is not None:
             feats.update(extra_features(points, d, out))
@@ -220,13 +248,14 @@ class NerfModel(nn.Module):
 
 class HashGridNerf(nn.Module):
     """One :class:`NGPField` and a sampler: an occupancy grid with packed marching and early ray
-    termination (``ngp``), or uniform stratified samples in the box (``plain``)."""
+    termination (``ngp``), or uniform stratified samples in the box (``plain``). ``codes``: the
+    number of learnt appearance codes when ``config.appearance_dim`` > 0 (one per illumination)."""
 
-    def __init__(self, aabb: Tensor, config: NerfConfig):
+    def __init__(self, aabb: Tensor, config: NerfConfig, codes: int = 0):
         super().__init__()
         self.config, self.method = config, config.method
         self.register_buffer("aabb", aabb.detach().clone().float())
-        self.field = NGPField(aabb, config)
+        self.field = NGPField(aabb, config, codes)
         if config.method == "ngp":
             step = grid_step_for(aabb, config.render_steps or 256)  # marching step (scene units)
             grid = OccupancyGrid(aabb, config.grid_resolution or 64, config.grid_decay, config.grid_threshold, step=step, warmup_steps=config.grid_warmup_updates)
@@ -247,8 +276,13 @@ class HashGridNerf(nn.Module):
     def density(self, points: Tensor) -> Tensor:
         return self.field.density(points)
 
-    def radiance(self, points: Tensor, dirs: Tensor) -> Tensor:
-        return self.field(points, dirs)["rgb"]
+    def radiance(self, points: Tensor, dirs: Tensor, codes: Tensor | None = None) -> Tensor:
+        """Colour (N, 3) at points (N, 3) along dirs (N, 3); ``codes`` (N, C) appearance codes (None: the mean)."""
+        return self.field(points, dirs, codes)["rgb"]
+
+    def appearance_codes(self, index: Tensor) -> Tensor:
+        """Codes (n, C) of illuminations ``index`` (n,) (-1: the mean code), for ``render_rays(ray_codes=...)``."""
+        return self.field.appearance_codes(index)
 
     def geometry(self, points: Tensor) -> dict[str, Tensor]:
         """``sigma`` (N,) and ``geo_feature`` (N, 1 + geo_features) of the field at points (N, 3)."""
@@ -261,9 +295,9 @@ class HashGridNerf(nn.Module):
     def sample(self, origins: Tensor, dirs: Tensor, perturb: bool = False) -> RaySamples:
         return self.sampler(origins, dirs, _sigma_fn(self.field, origins, dirs), perturb=perturb)
 
-    def render_rays(self, origins: Tensor, dirs: Tensor, background: Tensor, perturb: bool = False, extra_features: ExtraFeatures | None = None) -> dict[str, Tensor]:
+    def render_rays(self, origins: Tensor, dirs: Tensor, background: Tensor, perturb: bool = False, extra_features: ExtraFeatures | None = None, ray_codes: Tensor | None = None) -> dict[str, Tensor]:
         samples = self.sample(origins, dirs, perturb)
-        out = render_samples(samples, radiance_fields_fn(self.field, origins, dirs, extra_features), background)
+        out = render_samples(samples, radiance_fields_fn(self.field, origins, dirs, extra_features, ray_codes), background)
         out["samples"] = samples
         return out
 
@@ -277,8 +311,9 @@ def _rename_legacy_keys(state: dict, prefix: str, *args) -> None:
         state[prefix + "sampler." + key[len(prefix) :]] = state.pop(key)
 
 
-def build_model(config: NerfConfig, aabb: Tensor) -> nn.Module:
-    """The model of ``config.method`` over the scene box ``aabb`` (2, 3)."""
+def build_model(config: NerfConfig, aabb: Tensor, codes: int = 0) -> nn.Module:
+    """The model of ``config.method`` over the scene box ``aabb`` (2, 3); ``codes`` appearance codes
+    (illuminations) when ``config.appearance_dim`` > 0."""
     if config.method == "nerf":
         return NerfModel(aabb, config)
-    return HashGridNerf(aabb, config)
+    return HashGridNerf(aabb, config, codes)

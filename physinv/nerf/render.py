@@ -23,7 +23,8 @@ def orbit_cameras(aabb: torch.Tensor, n: int, elevation_deg: float, width: int, 
 
 def render_views(run_dir, out, data=None, split: str = "test", orbit_frames: int = 36, elevation_deg: float = 25.0, device: torch.device | str = "cpu") -> dict:
     """Write ``rgb_###.png``, ``depth_###.png`` (+ ``depth_###.npy``, distance along the ray), ``opacity_###.png``
-    for each pose into ``out`` and an animated ``orbit.gif`` (or ``views.gif``) of the RGB frames."""
+    for each pose into ``out`` and an animated ``orbit.gif`` (or ``views.gif``) of the RGB frames. A run
+    with an appearance embedding renders a data set's view under its ``light``'s code, an orbit under the mean code."""
     import imageio.v3 as iio
 
     run = load_run(run_dir, device)
@@ -37,8 +38,9 @@ def render_views(run_dir, out, data=None, split: str = "test", orbit_frames: int
         poses, K = orbit_cameras(run.aabb.cpu(), orbit_frames, elevation_deg, W, H)
         intr = K.expand(len(poses), 4)
     frames, far = [], float(torch.linalg.norm(run.aabb[1] - run.aabb[0])) + float(torch.linalg.norm(poses[:, :3, 3], dim=-1).max())
+    lights = views.lights if data is not None and run.config.appearance_dim else []
     for i, (c2w, k) in enumerate(zip(poses, intr)):
-        img = run.render_image(c2w, k, W, H)
+        img = run.render_image(c2w, k, W, H, **({"light": lights[i]} if i < len(lights) else {}))  # each view's appearance code, if any
         rgb = to_uint8_image(img["rgb"].clamp(0, 1))
         iio.imwrite(out / f"rgb_{i:03d}.png", rgb)
         depth = img["depth"].cpu().numpy()

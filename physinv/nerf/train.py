@@ -12,6 +12,12 @@ whether the model is the best so far, and the best one is kept (:class:`~physinv
 in the checkpoint beside the last step's state, which a resumed run continues from). Inference
 (:func:`physinv.nerf.api.load_run`) loads the kept model, so training longer never hands a user a
 worse one. The test split is never used for that choice.
+
+Appearance embedding (``appearance_dim`` > 0): each training ray renders with the code of its view's
+illumination (``RayBatch.view`` -> code, a table built once); the held-out test rays with the code of
+their view's light when the run was trained under it, else the mean code (:func:`appearance_index`).
+The light name of each code is saved in the checkpoint (``appearance_lights``) so that a run
+evaluated on another data folder maps names to the same codes.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from physinv.core.metrics import mse_to_psnr
 from physinv.core.train import CHECKPOINT_NAME, LOG_NAME, FitResult, JsonlLog, KeptWeights, RunProgress, fit, load_checkpoint, seed_everything
 from physinv.core.volume import PER_SAMPLE_KEYS
 from physinv.errors import input_error
-from physinv.io.dataset import ViewSet, load_views
+from physinv.io.dataset import ViewSet, light_sets, load_views
 from physinv.nerf.config import NerfConfig, resolve
 from physinv.nerf.models import build_model
 from physinv.nerf.optim import InstantNGPAdam
@@ -50,6 +56,15 @@ def scene_aabb(views: ViewSet) -> Tensor:
     centre = look_at_point(views.c2w.double())
     half = 0.5 * torch.linalg.norm(o - centre, dim=-1).median()
     return torch.stack([centre - half, centre + half]).float()
+
+
+def appearance_index(lights: list[str | None], code_lights: list[str | None]) -> list[int]:
+    """The appearance code (-1: the mean code) of views under ``lights`` for a run whose codes are
+    ``code_lights`` (:func:`~physinv.io.dataset.light_sets`'s names, None for a training frame's own
+    code): a light the run was trained under gets its code; an unseen one, or a view without a
+    ``light``, the mean of all codes (no code of the run belongs to it)."""
+    named = {name: i for i, name in enumerate(code_lights) if name is not None}
+    return [named.get(light, -1) if light is not None else -1 for light in lights]
 
 
 class RayBatch(NamedTuple):
@@ -110,14 +125,16 @@ def holdout_pixels(views: ViewSet, n: int, generator: torch.Generator | None = N
 
 
 @torch.no_grad()
-def render_rays_chunked(model: torch.nn.Module, origins: Tensor, dirs: Tensor, background: Tensor, chunk: int = 8192, **kwargs) -> dict[str, Tensor]:
+def render_rays_chunked(model: torch.nn.Module, origins: Tensor, dirs: Tensor, background: Tensor, chunk: int = 8192, ray_codes: Tensor | None = None, **kwargs) -> dict[str, Tensor]:
     """Render many rays in chunks without gradients; keeps every per-ray output (rgb (R, 3), depth
     (R,), opacity (R,), ``rgb_coarse``, extra features, ...). The per-sample outputs (``samples``,
     ``weights``, ``transmittance``) are dropped: ``ray_samples`` is the API for those.
-    ``kwargs`` go to ``model.render_rays`` (e.g. ``extra_features``)."""
+    ``ray_codes`` (R, C): per-ray appearance codes, split with the rays. ``kwargs`` go to
+    ``model.render_rays`` (e.g. ``extra_features``)."""
     parts: dict[str, list[Tensor]] = {}
-    for o, d in zip(origins.split(chunk), dirs.split(chunk)):
-        out = model.render_rays(o, d, background, perturb=False, **kwargs)
+    codes = [None] * len(origins.split(chunk)) if ray_codes is None else ray_codes.split(chunk)
+    for o, d, c in zip(origins.split(chunk), dirs.split(chunk), codes):
+        out = model.render_rays(o, d, background, perturb=False, **kwargs, **({} if c is None else {"ray_codes": c}))
         for k, v in out.items():
             if k not in PER_SAMPLE_KEYS:
                 parts.setdefault(k, []).append(v)
@@ -144,7 +161,7 @@ def build_optimizer(model: torch.nn.Module, cfg: NerfConfig) -> torch.optim.Opti
     """The optimiser of ``cfg.method`` (``cfg`` resolved).
 
     nerf: Adam(lr) as the paper. ngp/plain: Adam betas (0.9, 0.99), eps 1e-15 (instant-ngp) with
-    groups: MLP weight matrices (L2 ``mlp_weight_decay``), other MLP parameters, one per hash-table
+    groups: MLP weight matrices (L2 ``mlp_weight_decay``), other MLP parameters (and the appearance codes), one per hash-table
     level (L2 ``hash_decay``'s share, 0 by default). With ``sparse_grad`` the tables are updated
     lazily by :class:`InstantNGPAdam` (entries with a zero gradient skipped, as instant-ngp does),
     else everything by dense ``torch.optim.Adam``.
@@ -154,8 +171,9 @@ def build_optimizer(model: torch.nn.Module, cfg: NerfConfig) -> torch.optim.Opti
     tables = list(model.field.encoding.parameters())
     table_ids = {id(p) for p in tables}
     others = [p for p in model.parameters() if id(p) not in table_ids]
-    weights = [p for p in others if p.dim() >= 2]
-    rest = [p for p in others if p.dim() < 2]
+    codes = {id(p) for p in model.field.appearance.parameters()} if model.field.appearance is not None else set()
+    weights = [p for p in others if p.dim() >= 2 and id(p) not in codes]
+    rest = [p for p in others if p.dim() < 2 or id(p) in codes]  # appearance codes: no L2 (NeRF-W has none)
     wd = float(cfg.mlp_weight_decay or 0.0)
     groups = [{"params": weights, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
     if cfg.hash_decay:
@@ -233,10 +251,18 @@ def train(
     views = load_views(data_dir, "train", device=device)
     # the PSNR curve is measured on the test split when there is one, else on training rays
     held_out = load_views(data_dir, "test", device=device) if (Path(data_dir) / "transforms_test.json").is_file() else views
+    # appearance embedding: one code per illumination of the training views, as NeRD groups its lights
+    frame_codes, code_lights = light_sets(list(views.lights)) if cfg.appearance_dim else ([], [])
+    if saved is not None and saved.get("nerf", {}).get("appearance_dim", 0) != cfg.appearance_dim:
+        raise input_error(run_dir / CHECKPOINT_NAME, "config.nerf.appearance_dim", f"the run was trained with appearance_dim {saved.get('nerf', {}).get('appearance_dim', 0)}, not {cfg.appearance_dim} (use another --out)")
+    if saved is not None and saved.get("appearance_lights", []) != code_lights:
+        raise input_error(run_dir / CHECKPOINT_NAME, "config.appearance_lights", "the data's lights differ from the run's appearance codes (use another --out)")
+    view_codes = torch.tensor(frame_codes, dtype=torch.long, device=device) if cfg.appearance_dim else None  # (N,) code of each training view
+    held_codes = None if view_codes is None else view_codes if held_out is views else torch.tensor(appearance_index(held_out.lights, code_lights), dtype=torch.long, device=device)
     aabb = torch.tensor(saved["aabb"], device=device) if saved is not None else scene_aabb(views).to(device)
     if cfg.render_steps is None:  # about half a pixel per marching step across the box
         cfg = dataclasses.replace(cfg, render_steps=2 * max(views.width, views.height))
-    model = build_model(cfg, aabb).to(device)
+    model = build_model(cfg, aabb, len(code_lights)).to(device)
     if hasattr(model, "enable_cuda_speedups"):
         model.enable_cuda_speedups()
     optimizer = build_optimizer(model, cfg)
@@ -254,8 +280,12 @@ def train(
     # the same number of fixed training rays: held-out vs training PSNR tells overfitting from noise
     seen_rays = sample_rays(views, min(cfg.eval_rays, views.images[..., 0].numel()), eval_gen, exclude=exclude)
 
-    def psnr_of(rays: RayBatch) -> float:
-        rgb = render_rays_chunked(model, rays.origins, rays.dirs, background, cfg.chunk_rays)["rgb"]
+    def ray_codes(table: Tensor | None, view: Tensor) -> dict[str, Tensor]:
+        """``render_rays``'s appearance codes of rays from views ``view`` (n,) ({} without an embedding)."""
+        return {} if table is None else {"ray_codes": model.appearance_codes(table[view])}
+
+    def psnr_of(rays: RayBatch, codes: Tensor | None = None) -> float:
+        rgb = render_rays_chunked(model, rays.origins, rays.dirs, background, cfg.chunk_rays, **ray_codes(codes, rays.view))["rgb"]
         return float(mse_to_psnr(F.mse_loss(rgb, rays.colors)))
 
     def step_fn(step: int) -> dict[str, Tensor | float]:
@@ -263,8 +293,8 @@ def train(
         model.train()
         model.update(step)
         crop = cfg.precrop_fraction if step < cfg.precrop_steps else 1.0
-        o, d, target, _ = sample_rays(views, cfg.batch_rays, crop=crop, exclude=exclude)
-        out = model.render_rays(o, d, background, perturb=True)
+        o, d, target, view = sample_rays(views, cfg.batch_rays, crop=crop, exclude=exclude)
+        out = model.render_rays(o, d, background, perturb=True, **ray_codes(view_codes, view))
         loss = F.mse_loss(out["rgb"], target)
         metrics = {"psnr": mse_to_psnr(loss.detach()), "samples_per_ray": len(out["samples"]) / cfg.batch_rays}
         if "rgb_coarse" in out:
@@ -279,9 +309,9 @@ def train(
         # eval_seconds lets a benchmark subtract evaluation from the training clock
         t0 = time.perf_counter()
         model.eval()
-        out = {"eval_psnr": psnr_of(test_rays), "train_rays_psnr": psnr_of(seen_rays)}
+        out = {"eval_psnr": psnr_of(test_rays, held_codes), "train_rays_psnr": psnr_of(seen_rays, view_codes)}
         if kept is not None:
-            out["val_psnr"] = psnr_of(val_rays)
+            out["val_psnr"] = psnr_of(val_rays, view_codes)
             kept.update(out["val_psnr"], step, eval_psnr=out["eval_psnr"])
             out |= {"kept_step": kept.step, "kept_eval_psnr": kept.info["eval_psnr"]}
         return out | {"eval_seconds": time.perf_counter() - t0}
@@ -293,6 +323,7 @@ def train(
         "width": views.width,
         "height": views.height,
         "data": str(Path(data_dir).resolve()),
+        "appearance_lights": code_lights,  # the light name of each appearance code (None: one frame's own)
     }
     result = fit(
         step_fn,

@@ -26,7 +26,7 @@ where the proposal is short):
   shadows, no interreflections.
 * Illumination (:class:`SGStore`): one set of K lobes (7 numbers each: RGB amplitude, axis,
   sharpness) per illumination; frames whose ``light`` names the same map share a set, frames without
-  a name get one each (:func:`light_sets`); all start from one mean estimate (:func:`mean_light`).
+  a name get one each (:func:`physinv.io.dataset.light_sets`); all start from one mean estimate (:func:`mean_light`).
 * Camera: the rendered HDR radiance goes through the camera's exposure (from the frame's ``ev100``)
   and the sRGB curve, clipped to [0, 1], before the loss; the white-balance normalisation of the
   illumination (:func:`white_balance_`) fixes the light / base-colour scale (reference).
@@ -129,22 +129,6 @@ def mask_loss(alpha: Tensor, opacity: Tensor, mask: Tensor, n_rays: int, per_ray
     background = alpha.view(n_rays, per_ray).square().sum(-1)
     foreground = (opacity - mask).square()
     return torch.where(mask < 0.5, background * (1 - mask), foreground * mask).sum() / n_rays
-
-
-def light_sets(names: list[str | None]) -> tuple[list[int], list[str | None]]:
-    """Frames' ``light`` names -> (set index per frame, name per set): frames naming the same light
-    share one set (named sets first, sorted), every frame without a name gets its own set."""
-    named = sorted({n for n in names if n is not None})
-    index = {n: i for i, n in enumerate(named)}
-    sets: list[str | None] = list(named)
-    per_frame = []
-    for n in names:
-        if n is None:
-            per_frame.append(len(sets))
-            sets.append(None)
-        else:
-            per_frame.append(index[n])
-    return per_frame, sets
 
 
 def mean_light(lobes: int, to_world: Tensor | None = None, device: torch.device | str = "cpu", steps: int = 300) -> sg.SGLight:

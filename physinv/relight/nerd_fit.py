@@ -15,6 +15,7 @@ from physinv.core import sg
 from physinv.core.metrics import mse_to_psnr
 from physinv.core.train import CHECKPOINT_NAME, RunProgress, fit, load_checkpoint, seed_everything
 from physinv.errors import input_error
+from physinv.io.dataset import light_sets
 from physinv.relight.config import RelightConfig
 from physinv.relight.data import load_relight_views
 from physinv.relight.nerd import (
@@ -24,7 +25,6 @@ from physinv.relight.nerd import (
     composite_display,
     ev100_to_exposure,
     exif_ev100,
-    light_sets,
     mask_loss,
     mean_light,
     rendered_display,

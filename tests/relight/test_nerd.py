@@ -10,8 +10,9 @@ import shutil
 import pytest
 import torch
 
+from physinv.io.dataset import light_sets
 from physinv.relight.config import RelightConfig
-from physinv.relight.nerd import BrdfAutoEncoder, DecompositionNetwork, density_normals, light_sets
+from physinv.relight.nerd import BrdfAutoEncoder, DecompositionNetwork, density_normals
 from physinv.relight.train import train
 
 TINY = dict(method="nerd", net_width=32, net_depth=2, pos_freqs=4, coarse_samples=16, fine_samples=16, batch_rays=256, lr=5e-3, log_every=10, checkpoint_every=50)
