@@ -38,7 +38,8 @@ from physinv.instance.scenes import list_scenes, load_scene
 
 # RcnnConfig values of the fields added after detector files were first shipped (a file without
 # the field was trained with these)
-LEGACY_CONFIG = {"roi_level": 4, "roi_sampling": 2, "rpn_nms_train": 0.3, "rois_per_scene": 32, "positive_fraction": 0.5}
+LEGACY_CONFIG = {"roi_level": 4, "roi_sampling": 2, "rpn_nms_train": 0.3, "rois_per_scene": 32, "positive_fraction": 0.5,
+                 "premultiply": False}
 
 DEFAULT_DETECTOR = Path(__file__).resolve().parents[2] / "data" / "instance" / "detector.pt"
 

@@ -3,19 +3,26 @@
 Input: a (4, X, Y, Z) grid of radiance (RGB) and alpha sampled over the scene box (see
 ``physinv.instance.scenes``). Stages, as NeRF-RPN + Mask R-CNN in 3D:
 
-1. backbone: a small 3D CNN (strides 2, 4, 8) with a feature pyramid (FPN) on strides 4 and 8;
+1. backbone: a small 3D CNN (strides 2, 4, 8) with a feature pyramid (FPN) on strides 4 and 8
+   for the proposals, and a stride-2 level for the RoI heads;
 2. proposals: NeRF-RPN's anchor-free head (FCOS in 3D): per location an objectness logit, a
    centre-ness logit and the six distances to the box faces; focal loss, IoU loss and centre-ness
-   binary cross-entropy; top-scoring boxes, 3D NMS at IoU 0.3;
-3. 3D RoIAlign (``grid_sample``, 2 samples per bin and axis, averaged) of the stride-4 level:
+   binary cross-entropy; top-scoring boxes, 3D NMS at IoU 0.3 (the paper's test value; the RoIs
+   that train the heads come from NMS at 0.7, Faster/Mask R-CNN's training value, so each object
+   gives the class head several jittered positives as the test proposals are);
+3. 3D RoIAlign (``grid_sample``, one trilinear sample per bin: torchvision's adaptive sampling
+   ratio ceil(RoI cells / m) is 1 for every RoI at these sizes) of the stride-2 level:
    m = 5 for the box head, m = 10 for the mask head (appendix B);
 4. box head: two fully connected layers, then class logits (L = classes + background) and
    per-class box deltas (eq. 15); mask head: 3D convolutions, L mask logits of m^3;
 5. losses (appendix B, weights 1): cross-entropy on the RoI class, smooth L1 on the deltas of the
    ground-truth class of positive RoIs (eq. 14), binary cross-entropy on the mask of the
    ground-truth class (eq. 16); each RoI's target is the ground-truth box of largest IoU;
-6. inference: box head on the proposals, class = best non-background class, boxes decoded,
-   scores >= 0.5 kept, 3D NMS at 0.15 (the paper's test values), masks for the kept boxes.
+6. inference: box head on the proposals, class = best non-background class, score = its softmax
+   probability (as Mask R-CNN and the Instance-NeRF code: a class head that has not yet told the
+   shapes apart spreads the foreground over the classes and caps every score near the largest class
+   prior, ~0.4 here, below the threshold), boxes decoded, scores >= 0.5 kept, 3D NMS at 0.15 (the
+   paper's test values), masks for the kept boxes.
 
 Deviations (numbered, each tied to a test or stated):
 1. The backbone is a small CNN with GroupNorm (space-to-depth stem, 16-32-64 channels, FPN 24) instead of VGG19: the detector
@@ -24,11 +31,17 @@ Deviations (numbered, each tied to a test or stated):
    appendix's eq. (13) writes a sigmoid BCE per class. Both train the same argmax.
 3. Detection NMS at 0.15 is class-agnostic (objects do not interpenetrate), so two classes on one
    object cannot both survive.
-4. RoIAlign reads only the stride-4 level (the scenes hold few, mid-sized objects).
+4. RoIAlign reads one level, stride 2 (the stem's lateral plus the upsampled stride-4 level, no 3x3
+   output convolution), for every RoI: on 32^3 grids every object spans 2-4 stride-4 cells, too
+   few for its shape (sphere / box / cylinder), Mask R-CNN's level rule would send all of them to
+   the finest level anyway. ``roi_level = 4`` gives the earlier stride-4 heads.
 5. The shipped detector reads 32^3 grids (``grid_res``), below the paper's 64-160: CPU training
    time (any multiple of 8 works; ``make-scenes --res 64`` + ``train-detector`` for a finer one).
 6. Only ``mask_rois`` (8) positive RoIs per scene train the mask head, and RPN positives use FCOS
    centre sampling (1.5 strides) without FCOS's per-level size ranges (two levels only).
+7. The input colour is premultiplied by alpha (``premultiply``): a NeRF's colour where there is no
+   matter is arbitrary (the background colour of the renders, white for the built-in scene, while
+   the generated scenes have dim noise), and alpha * RGB removes it from what the network sees.
 """
 
 from __future__ import annotations
@@ -71,6 +84,7 @@ class RcnnConfig:
     grid_res: int = 64  # longest side of the grid the detector expects
     roi_level: int = 2  # pyramid stride the RoI heads read (2 or 4; see deviation 4)
     roi_sampling: int = 1  # trilinear samples per bin and axis in RoIAlign
+    premultiply: bool = True  # the network sees (alpha * RGB, alpha): see deviation 7
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -108,8 +122,11 @@ class Backbone(nn.Module):
         # stride-2 level: the stem's output (lateral 1x1) plus the upsampled stride-4 level, without
         # FPN's 3x3 output convolution (the costliest layer at this size; the heads convolve anyway)
         self.lat2 = nn.Conv3d(w, cfg.fpn_channels, 1) if cfg.roi_level == 2 else None
+        self.premultiply = cfg.premultiply
 
     def forward(self, x: Tensor) -> dict[int, Tensor]:
+        if self.premultiply:
+            x = torch.cat([x[:, :3] * x[:, 3:4], x[:, 3:4]], 1)
         c2 = self.stem(space_to_depth(x, 2))
         c4 = self.stem2(space_to_depth(c2, 2))
         c8 = self.c8(c4)
