@@ -9,7 +9,7 @@ Input: a (4, X, Y, Z) grid of radiance (RGB) and alpha sampled over the scene bo
    centre-ness logit and the six distances to the box faces; focal loss, IoU loss and centre-ness
    binary cross-entropy; top-scoring boxes, 3D NMS at IoU 0.3 (the paper's test value; the RoIs
    that train the heads come from NMS at 0.7, Faster/Mask R-CNN's training value, so each object
-   gives the class head several jittered positives as the test proposals are);
+   gives the class head several jittered positives; benchmarks/RESULTS.md measures it against 0.3);
 3. 3D RoIAlign (``grid_sample``, one trilinear sample per bin: torchvision's adaptive sampling
    ratio ceil(RoI cells / m) is 1 for every RoI at these sizes) of the stride-2 level:
    m = 5 for the box head, m = 10 for the mask head (appendix B);
