@@ -32,9 +32,14 @@ from torch import Tensor, nn
 from physinv.core.metrics import matched_miou
 from physinv.core.train import CHECKPOINT_NAME, fit, load_checkpoint, save_checkpoint, seed_everything
 from physinv.errors import input_error
-from physinv.instance.boxes import average_precision_3d
+from physinv.instance.boxes import average_precision_3d, box_iou_3d
 from physinv.instance.rcnn import NerfRcnn, RcnnConfig, paste_masks
 from physinv.instance.scenes import list_scenes, load_scene
+
+# RcnnConfig values of the fields added after detector files were first shipped (a file without
+# the field was trained with these)
+LEGACY_CONFIG = {"roi_level": 4, "roi_sampling": 2, "rpn_nms_train": 0.3, "rois_per_scene": 32, "positive_fraction": 0.5,
+                 "premultiply": False}
 
 DEFAULT_DETECTOR = Path(__file__).resolve().parents[2] / "data" / "instance" / "detector.pt"
 
@@ -73,12 +78,20 @@ def evaluate_detector(model: NerfRcnn, scenes: list[dict], device) -> dict[str, 
     """AP@0.25, AP@0.5 (class-agnostic) and mask IoU over scenes (dicts of arrays)."""
     model.eval()
     preds, scores, gts, mious, n_det = [], [], [], [], 0
+    best_scores, best_right = [], []  # per ground-truth object: best score at IoU >= 0.5, its class right?
     for scene in scenes:
-        grid, labels, boxes, _ = _to_tensors(scene, device)
+        grid, labels, boxes, classes = _to_tensors(scene, device)
         det = model.detect(grid, score_threshold=0.05)
         preds.append(det["boxes"].cpu())
         scores.append(det["scores"].cpu())
         gts.append(boxes.cpu())
+        if len(boxes):
+            hit = box_iou_3d(boxes, det["boxes"]) >= 0.5 if len(det["boxes"]) else torch.zeros(len(boxes), 0, dtype=torch.bool, device=boxes.device)
+            s = torch.where(hit, det["scores"][None], torch.zeros_like(hit, dtype=torch.float32)) if hit.shape[1] else torch.zeros(len(boxes), 1, device=boxes.device)
+            best, j = s.max(1)
+            best_scores += best.tolist()
+            right = (det["classes"][j] == classes) if hit.shape[1] else torch.zeros(len(boxes), dtype=torch.bool)
+            best_right += [bool(r) for r, b in zip(right.tolist(), best.tolist()) if b > 0]
         keep = det["scores"] >= model.cfg.score_threshold
         final = {k: v[keep] for k, v in det.items()}
         n_det += int(keep.sum())
@@ -90,6 +103,11 @@ def evaluate_detector(model: NerfRcnn, scenes: list[dict], device) -> dict[str, 
         "ap50": average_precision_3d(preds, scores, gts, 0.5),
         "mask_iou": float(np.nanmean(mious)) if mious else math.nan,
         "detections_per_scene": n_det / max(len(scenes), 1),
+        # why detections pass the score threshold or not: the median over ground-truth objects of the
+        # best score of a detection overlapping it at IoU >= 0.5 (0 when none), and how often that
+        # detection's class is the object's
+        "object_score_median": float(np.median(best_scores)) if best_scores else math.nan,
+        "class_accuracy": float(np.mean(best_right)) if best_right else math.nan,
         "scenes": len(scenes),
     }
 
@@ -201,6 +219,8 @@ def load_detector(path: str | Path | None = None, device: str | torch.device = "
     else:
         raise input_error(path, None, "not a NeRF-RCNN detector (write one with `physinv instance train-detector`)")
     known = {f.name for f in fields(RcnnConfig)}
+    # files written before a field existed were built and trained with its earlier value
+    cfg_dict = {**LEGACY_CONFIG, **cfg_dict}
     model = NerfRcnn(RcnnConfig(**{k: v for k, v in cfg_dict.items() if k in known}))
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})

@@ -3,19 +3,26 @@
 Input: a (4, X, Y, Z) grid of radiance (RGB) and alpha sampled over the scene box (see
 ``physinv.instance.scenes``). Stages, as NeRF-RPN + Mask R-CNN in 3D:
 
-1. backbone: a small 3D CNN (strides 2, 4, 8) with a feature pyramid (FPN) on strides 4 and 8;
+1. backbone: a small 3D CNN (strides 2, 4, 8) with a feature pyramid (FPN) on strides 4 and 8
+   for the proposals, and a stride-2 level for the RoI heads;
 2. proposals: NeRF-RPN's anchor-free head (FCOS in 3D): per location an objectness logit, a
    centre-ness logit and the six distances to the box faces; focal loss, IoU loss and centre-ness
-   binary cross-entropy; top-scoring boxes, 3D NMS at IoU 0.3;
-3. 3D RoIAlign (``grid_sample``, 2 samples per bin and axis, averaged) of the stride-4 level:
+   binary cross-entropy; top-scoring boxes, 3D NMS at IoU 0.3 (the paper's test value; the RoIs
+   that train the heads come from NMS at 0.7, Faster/Mask R-CNN's training value, so each object
+   gives the class head several jittered positives; benchmarks/RESULTS.md measures it against 0.3);
+3. 3D RoIAlign (``grid_sample``, one trilinear sample per bin: torchvision's adaptive sampling
+   ratio ceil(RoI cells / m) is 1 for every RoI at these sizes) of the stride-2 level:
    m = 5 for the box head, m = 10 for the mask head (appendix B);
 4. box head: two fully connected layers, then class logits (L = classes + background) and
    per-class box deltas (eq. 15); mask head: 3D convolutions, L mask logits of m^3;
 5. losses (appendix B, weights 1): cross-entropy on the RoI class, smooth L1 on the deltas of the
    ground-truth class of positive RoIs (eq. 14), binary cross-entropy on the mask of the
    ground-truth class (eq. 16); each RoI's target is the ground-truth box of largest IoU;
-6. inference: box head on the proposals, class = best non-background class, boxes decoded,
-   scores >= 0.5 kept, 3D NMS at 0.15 (the paper's test values), masks for the kept boxes.
+6. inference: box head on the proposals, class = best non-background class, score = its softmax
+   probability (as Mask R-CNN and the Instance-NeRF code: a class head that has not yet told the
+   shapes apart spreads the foreground over the classes and caps every score near the largest class
+   prior, ~0.4 here, below the threshold), boxes decoded, scores >= 0.5 kept, 3D NMS at 0.15 (the
+   paper's test values), masks for the kept boxes.
 
 Deviations (numbered, each tied to a test or stated):
 1. The backbone is a small CNN with GroupNorm (space-to-depth stem, 16-32-64 channels, FPN 24) instead of VGG19: the detector
@@ -24,11 +31,17 @@ Deviations (numbered, each tied to a test or stated):
    appendix's eq. (13) writes a sigmoid BCE per class. Both train the same argmax.
 3. Detection NMS at 0.15 is class-agnostic (objects do not interpenetrate), so two classes on one
    object cannot both survive.
-4. RoIAlign reads only the stride-4 level (the scenes hold few, mid-sized objects).
+4. RoIAlign reads one level, stride 2 (the stem's lateral plus the upsampled stride-4 level, no 3x3
+   output convolution), for every RoI: on 32^3 grids every object spans 2-4 stride-4 cells, too
+   few for its shape (sphere / box / cylinder), Mask R-CNN's level rule would send all of them to
+   the finest level anyway. ``roi_level = 4`` gives the earlier stride-4 heads.
 5. The shipped detector reads 32^3 grids (``grid_res``), below the paper's 64-160: CPU training
    time (any multiple of 8 works; ``make-scenes --res 64`` + ``train-detector`` for a finer one).
 6. Only ``mask_rois`` (8) positive RoIs per scene train the mask head, and RPN positives use FCOS
    centre sampling (1.5 strides) without FCOS's per-level size ranges (two levels only).
+7. The input colour is premultiplied by alpha (``premultiply``): a NeRF's colour where there is no
+   matter is arbitrary (the background colour of the renders, white for the built-in scene, while
+   the generated scenes have dim noise), and alpha * RGB removes it from what the network sees.
 """
 
 from __future__ import annotations
@@ -57,16 +70,21 @@ class RcnnConfig:
     box_roi: int = 5  # m for the box head
     mask_roi: int = 10  # m for the mask head
     fc: int = 128
-    rpn_nms: float = 0.3
+    rpn_nms: float = 0.3  # proposals at test time (the paper's value)
+    rpn_nms_train: float = 0.7  # proposals that train the heads (Faster/Mask R-CNN's training value: several
+    # overlapping proposals per object, so the class head sees positives as jittered as the test proposals)
     det_nms: float = 0.15
     score_threshold: float = 0.5
     pre_nms_topk: int = 200
     post_nms_topk: int = 50
-    rois_per_scene: int = 32
+    rois_per_scene: int = 64
     mask_rois: int = 8  # positive RoIs per scene that train the mask head (the costliest head)
-    positive_fraction: float = 0.5
+    positive_fraction: float = 0.25  # Mask R-CNN's (and the Instance-NeRF code's) share of positive RoIs
     fg_iou: float = 0.5
     grid_res: int = 64  # longest side of the grid the detector expects
+    roi_level: int = 2  # pyramid stride the RoI heads read (2 or 4; see deviation 4)
+    roi_sampling: int = 1  # trilinear samples per bin and axis in RoIAlign
+    premultiply: bool = True  # the network sees (alpha * RGB, alpha): see deviation 7
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -81,7 +99,8 @@ def space_to_depth(x: Tensor, block: int) -> Tensor:
 
 
 class Backbone(nn.Module):
-    """3D CNN + FPN: (B, 4, X, Y, Z) -> {4: (B, F, X/4, ...), 8: (B, F, X/8, ...)}.
+    """3D CNN + FPN: (B, 4, X, Y, Z) -> {4: (B, F, X/4, ...), 8: (B, F, X/8, ...)}, and with
+    ``roi_level`` 2 also {2: (B, F, X/2, ...)} for the RoI heads (not the proposal head).
 
     The stride-4 stem is two space-to-depth steps each followed by a 1x1x1 convolution (a
     learned 2x2x2 stride-2 convolution), because full-resolution 3x3x3 convolutions with few
@@ -100,13 +119,24 @@ class Backbone(nn.Module):
         self.lat8 = nn.Conv3d(4 * w, cfg.fpn_channels, 1)
         self.out4 = nn.Conv3d(cfg.fpn_channels, cfg.fpn_channels, 3, padding=1)
         self.out8 = nn.Conv3d(cfg.fpn_channels, cfg.fpn_channels, 3, padding=1)
+        # stride-2 level: the stem's output (lateral 1x1) plus the upsampled stride-4 level, without
+        # FPN's 3x3 output convolution (the costliest layer at this size; the heads convolve anyway)
+        self.lat2 = nn.Conv3d(w, cfg.fpn_channels, 1) if cfg.roi_level == 2 else None
+        self.premultiply = cfg.premultiply
 
     def forward(self, x: Tensor) -> dict[int, Tensor]:
-        c4 = self.stem2(space_to_depth(self.stem(space_to_depth(x, 2)), 2))
+        if self.premultiply:
+            x = torch.cat([x[:, :3] * x[:, 3:4], x[:, 3:4]], 1)
+        c2 = self.stem(space_to_depth(x, 2))
+        c4 = self.stem2(space_to_depth(c2, 2))
         c8 = self.c8(c4)
         p8 = self.lat8(c8)
         p4 = self.lat4(c4) + F.interpolate(p8, size=c4.shape[2:], mode="nearest")
-        return {4: self.out4(p4), 8: self.out8(p8)}
+        p4 = self.out4(p4)
+        out = {4: p4, 8: self.out8(p8)}
+        if self.lat2 is not None:
+            out[2] = self.lat2(c2) + F.interpolate(p4, size=c2.shape[2:], mode="nearest")
+        return out
 
 
 class FcosHead(nn.Module):
@@ -124,8 +154,8 @@ class FcosHead(nn.Module):
 
     def forward(self, feats: dict[int, Tensor]) -> dict[int, tuple[Tensor, Tensor, Tensor]]:
         out = {}
-        for li, (stride, f) in enumerate(feats.items()):
-            t = self.tower(f)
+        for li, stride in enumerate((4, 8)):
+            t = self.tower(feats[stride])
             out[stride] = (self.cls(t)[:, 0], self.ctr(t)[:, 0], self.reg(t) * self.scales[li])
         return out
 
@@ -204,8 +234,9 @@ class NerfRcnn(nn.Module):
         self.mask_head = nn.Sequential(_conv(c, mc), _conv(mc, mc), _conv(mc, mc), nn.Conv3d(mc, L, 1))
 
     # -- proposals
-    def proposals(self, rpn_out: dict[int, tuple[Tensor, Tensor, Tensor]], shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
-        """Boxes (P, 6) in voxel units and scores (P,) after top-k and NMS at ``rpn_nms`` (one scene)."""
+    def proposals(self, rpn_out: dict[int, tuple[Tensor, Tensor, Tensor]], shape: tuple[int, ...], nms: float | None = None) -> tuple[Tensor, Tensor]:
+        """Boxes (P, 6) in voxel units and scores (P,) after top-k and NMS at ``nms`` (None: ``rpn_nms``,
+        the test value; training passes ``rpn_nms_train``), one scene."""
         boxes, scores = [], []
         for stride, (cls, ctr, reg) in rpn_out.items():
             pts = locations(cls.shape[1:], stride, cls.device).reshape(-1, 3)
@@ -221,18 +252,18 @@ class NerfRcnn(nn.Module):
         boxes_t = torch.cat([boxes_t[:, :3].clamp_min(0), torch.minimum(boxes_t[:, 3:], limit)], -1)
         valid = (boxes_t[:, 3:] - boxes_t[:, :3] > 0.5).all(-1)
         boxes_t, scores_t = boxes_t[valid], scores_t[valid]
-        keep = nms_3d(boxes_t.detach(), scores_t.detach(), self.cfg.rpn_nms)[: self.cfg.post_nms_topk]
+        keep = nms_3d(boxes_t.detach(), scores_t.detach(), self.cfg.rpn_nms if nms is None else nms)[: self.cfg.post_nms_topk]
         return boxes_t[keep].detach(), scores_t[keep].detach()
 
     def heads(self, feats: dict[int, Tensor], rois: Tensor) -> tuple[Tensor, Tensor]:
         """Class logits (R, L) and box deltas (R, L, 6) for RoIs (R, 6) of scene 0."""
-        f = roi_align_3d(feats[4][0], rois, self.cfg.box_roi, 4)
+        f = roi_align_3d(feats[self.cfg.roi_level][0], rois, self.cfg.box_roi, self.cfg.roi_level, self.cfg.roi_sampling)
         h = self.box_fc(f)
         return self.cls_out(h), self.box_out(h).view(len(rois), -1, 6)
 
     def mask_logits(self, feats: dict[int, Tensor], rois: Tensor) -> Tensor:
         """(R, L, m, m, m) mask logits for RoIs (R, 6)."""
-        return self.mask_head(roi_align_3d(feats[4][0], rois, self.cfg.mask_roi, 4))
+        return self.mask_head(roi_align_3d(feats[self.cfg.roi_level][0], rois, self.cfg.mask_roi, self.cfg.roi_level, self.cfg.roi_sampling))
 
     # -- training
     def loss(self, grid: Tensor, boxes: Tensor, classes: Tensor, labels: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
@@ -260,7 +291,7 @@ class NerfRcnn(nn.Module):
         n = max(n_pos, 1)
         rpn_cls, rpn_reg, rpn_ctr = cls_l / n, reg_l / n, ctr_l / n
         # --- second stage: proposals + ground truth as RoIs, sampled
-        props, _ = self.proposals({k: (v[0].detach(), v[1].detach(), v[2].detach()) for k, v in rpn_out.items()}, tuple(grid.shape[1:]))
+        props, _ = self.proposals({k: (v[0].detach(), v[1].detach(), v[2].detach()) for k, v in rpn_out.items()}, tuple(grid.shape[1:]), cfg.rpn_nms_train)
         rois = torch.cat([props, boxes]) if len(boxes) else props
         if len(rois) == 0:
             zero = grid.sum() * 0

@@ -7,9 +7,12 @@ random size, yaw and colour in the box [-1, 1]^3 (half of them on its floor), no
 signed distances give an exact 3D instance grid, and the input grid is what a trained NeRF would
 give, with its typical defects:
 
-- density: a soft occupancy ``sigmoid(-sdf / s)`` times a random peak density, then blurred
-  (Gaussian, random width), multiplied by log-normal noise, with random holes (NeRFs miss thin or
-  dark parts) and floaters (small dense blobs in empty space);
+- density: a soft occupancy ``sigmoid(-sdf / s)`` times a random peak density (log-uniform 4-200
+  per scene unit: a briefly trained NeRF's opaque objects can stay at alpha ~0.3 on a 32^3 grid),
+  in half of the scenes fading from the surface inwards (a NeRF's density inside an opaque object
+  is unconstrained by the images and often low), then blurred (Gaussian, random width), multiplied
+  by log-normal noise, with random holes (NeRFs miss thin or dark parts) and floaters (small dense
+  blobs in empty space);
 - radiance: each object's base colour times a Lambert-like shading term with noise, and random
   dim colours in empty space (a NeRF's colour where nothing is, is arbitrary).
 
@@ -107,8 +110,11 @@ def make_scene(rng: np.random.Generator, res: int = 64, artefacts: bool = True) 
         classes.append(o["class"])
     sharp = voxel * (rng.uniform(0.3, 1.0) if artefacts else 0.3)
     occupancy = 1.0 / (1.0 + np.exp(np.clip(sdf_all / sharp, -50, 50)))
-    peak = rng.uniform(20.0, 200.0) if artefacts else 100.0  # density inside, 1/scene unit
+    peak = math.exp(rng.uniform(math.log(4.0), math.log(200.0))) if artefacts else 100.0  # density inside, 1/scene unit
     sigma = peak * occupancy
+    if artefacts and rng.random() < 0.5:  # hollow: the density falls off below the surface towards a floor
+        floor, depth = rng.uniform(0.05, 0.6), voxel * rng.uniform(1.0, 3.0)
+        sigma *= floor + (1.0 - floor) * np.exp(np.minimum(sdf_all, 0.0) / depth)
     if artefacts:
         ijk = np.indices((res, res, res)).transpose(1, 2, 3, 0) + 0.5  # voxel centres, voxel units
         sigma = ndimage.gaussian_filter(sigma, rng.uniform(0.0, 1.0))
