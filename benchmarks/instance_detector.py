@@ -9,6 +9,10 @@
    does, each detector run on it: every detection with score >= 0.05 (score, class, IoU with the
    best-matching true box, from the scene description) and the count kept at 0.5.
 
+3. ``--nerf-runs DIR ...``: scene folders of ``benchmarks/instance_quality.py`` (``DIR/data`` rendered
+   by Mitsuba from a random layout, ``DIR/nerf`` an ngp trained on it): AP@0.25, AP@0.5 and mask IoU
+   as in part 1, on the NeRF-made grids, against the layout's true voxel labels and boxes.
+
 Prints one JSON line per detector and part. Example (the RESULTS.md numbers):
 ``python benchmarks/instance_detector.py --scenes /tmp/rcnn/scenes32 --held-out 30 --nerf
 --detector data/instance/detector.pt --detector /tmp/rcnn/det32``.
@@ -60,12 +64,42 @@ def nerf_grid(out: Path, views: int, res: int, steps: int, seed: int, longest: i
     return grid, run.aabb, {"nerf_test_psnr": None if psnr is None else round(float(psnr), 2), "nerf_steps": steps}
 
 
+def nerf_made_scene(folder: Path, longest: int) -> dict:
+    """A part-1 style scene (grid, labels, boxes in voxels, classes) from an ``instance_quality`` scene
+    folder: the NeRF's sampled grid, and the layout's primitives (``data/scene.json``) voxelised on it."""
+    import numpy as np
+
+    from physinv.instance.grid import voxel_centres
+    from physinv.instance.nerf_grid import detector_grid_shape, sample_grid
+    from physinv.instance.pipeline import load_nerf
+    from physinv.instance.scenes import CLASS_NAMES, _sdf
+
+    run = load_nerf(folder / "nerf", "cpu")
+    shape = detector_grid_shape(run.aabb, longest)
+    grid = sample_grid(run.density, run.radiance, run.aabb, shape)
+    pts = voxel_centres(run.aabb, shape).reshape(*shape, 3).double().numpy()
+    labels, boxes, classes = np.zeros(shape, np.uint8), [], []
+    kinds = {"sphere": "sphere", "cube": "box", "cylinder": "cylinder"}
+    for k, o in enumerate(json.loads((folder / "data" / "scene.json").read_text())["objects"], start=1):
+        yaw = math.radians(o["rotation_deg"][2])
+        rot = np.array([[math.cos(yaw), -math.sin(yaw), 0.0], [math.sin(yaw), math.cos(yaw), 0.0], [0.0, 0.0, 1.0]])
+        inside = _sdf(kinds[o["shape"]], (pts - np.array(o["position"])) @ rot, np.array(o["scale"])) <= 0
+        if not inside.any():
+            continue
+        labels[inside] = k
+        idx = np.argwhere(inside)
+        boxes.append(np.concatenate([idx.min(0), idx.max(0) + 1]).astype(np.float32))
+        classes.append(CLASS_NAMES.index(kinds[o["shape"]]))
+    return {"grid": grid.cpu().numpy(), "labels": labels, "boxes": np.array(boxes, np.float32).reshape(-1, 6), "classes": np.array(classes, np.int64)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenes", default=None, help="make-scenes folder (part 1)")
     ap.add_argument("--held-out", type=int, default=30)
     ap.add_argument("--detector", action="append", default=None, help="detector file or run (repeatable; default: the shipped one)")
     ap.add_argument("--nerf", action="store_true", help="part 2: the built-in scene's NeRF grid")
+    ap.add_argument("--nerf-runs", nargs="+", type=Path, default=None, help="part 3: instance_quality scene folders (DIR/data, DIR/nerf)")
     ap.add_argument("--views", type=int, default=16)
     ap.add_argument("--res", type=int, default=32)
     ap.add_argument("--nerf-steps", type=int, default=300)
@@ -88,6 +122,17 @@ def main() -> None:
             m = evaluate_detector(load_detector(d), scenes, "cpu")
             print(json.dumps({"part": "held_out", "detector": str(d or "shipped"), **{k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()},
                               "seconds": round(time.perf_counter() - t0, 1)}))
+    if args.nerf_runs:
+        made: dict[int, list] = {}
+        for d in detectors:
+            model = load_detector(d)
+            res = model.cfg.grid_res
+            if res not in made:
+                made[res] = [nerf_made_scene(f, res) for f in args.nerf_runs]
+            t0 = time.perf_counter()
+            m = evaluate_detector(model, made[res], "cpu")
+            print(json.dumps({"part": "nerf_made", "detector": str(d or "shipped"), "objects": sum(len(s["boxes"]) for s in made[res]),
+                              **{k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}, "seconds": round(time.perf_counter() - t0, 1)}))
     if args.nerf:
         from physinv.synth.spec import default_scene
 

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from physinv.instance.pipeline import InstanceConfig
+
 VARIANTS = {
     "full": {},
     "no_smooth": {"smoothness": 0.0},
@@ -54,8 +56,10 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--views", type=int, default=24)
     ap.add_argument("--res", type=int, default=48)
-    ap.add_argument("--nerf-minutes", type=float, default=3.0)
-    ap.add_argument("--fit-minutes", type=float, default=3.0)
+    ap.add_argument("--nerf-steps", type=int, default=2000, help="ngp steps per scene (a step budget keeps the figures independent of the machine's load)")
+    ap.add_argument("--nerf-minutes", type=float, default=None, help="optional wall-clock cap of each ngp")
+    ap.add_argument("--fit-steps", type=int, default=InstanceConfig.steps, help="instance-field steps per variant (the schedule: refinement at refine_at of them)")
+    ap.add_argument("--fit-minutes", type=float, default=None, help="optional wall-clock cap of each fit (a capped fit may stop before its refinement stage)")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--detector", default=None)
     ap.add_argument("--score-threshold", type=float, default=0.5, help="NeRF-RCNN score threshold (the paper: 0.5)")
@@ -63,7 +67,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from physinv.core.train import select_device
-    from physinv.instance.pipeline import InstanceConfig, evaluate_instance, fit_instance, masks_metrics
+    from physinv.instance.pipeline import evaluate_instance, fit_instance, masks_metrics
     from physinv.nerf.config import NerfConfig
     from physinv.nerf.train import train
     from physinv.synth.noisy_masks import write_noisy_masks
@@ -82,16 +86,18 @@ def main() -> None:
         if not (nerf / "checkpoint.pt").is_file():
             # a small hash grid: the default (T = 2^19, 16 levels) is slow on a CPU
             small = dict(levels=12, log2_table_size=15, finest_resolution=128, batch_rays=1024, grid_resolution=48, render_steps=128)
-            train(data, nerf, NerfConfig(method="ngp", seed=s, steps=100_000, **small), device=device, max_minutes=args.nerf_minutes, quiet=True)
+            train(data, nerf, NerfConfig(method="ngp", seed=s, steps=args.nerf_steps, **small), device=device, max_minutes=args.nerf_minutes, quiet=True)
         write_noisy_masks(data, "train", root / "masks", seed=s)
         write_noisy_masks(data, "test", root / "masks_test", seed=s + 1000)
         row = {"scene": s, "segmenter": masks_metrics(root / "masks_test", data, "test")}
         for name in args.variants.split(","):
-            cfg = InstanceConfig(steps=100_000, seed=s, score_threshold=args.score_threshold, **VARIANTS[name])
+            cfg = InstanceConfig(steps=args.fit_steps, seed=s, score_threshold=args.score_threshold, **VARIANTS[name])
             run = root / f"inst_{name}"
             try:
-                fit_instance(nerf, data, root / "masks", run, cfg, detector=args.detector, max_minutes=args.fit_minutes, device=device, quiet=True)
+                t_fit = time.perf_counter()
+                fitted = fit_instance(nerf, data, root / "masks", run, cfg, detector=args.detector, max_minutes=args.fit_minutes, device=device, quiet=True)
                 row[name] = {k: v for k, v in evaluate_instance(run, data, "test", device).items() if k in ("pq", "pq_scene", "miou", "instances")}
+                row[name].update(steps=fitted["steps"], fit_seconds=round(time.perf_counter() - t_fit, 1))
             except Exception as err:  # noqa: BLE001 - a variant that fails (e.g. no detection) is reported, not fatal
                 row[name] = {"error": str(err).splitlines()[0]}
         row["seconds"] = round(time.perf_counter() - t0, 1)

@@ -1,6 +1,7 @@
 """Relighting quality: PhySG (small preset) vs an ``ngp`` NeRF baseline under a light unseen in training.
 
-Data: the built-in Mitsuba scene at 64x64 (100 training views under sky0, 10 test cameras rendered
+Data: a built-in Mitsuba scene at 64x64 (``--scene relight``: one textured plastic capsule, PhySG's
+single-object setting; ``objects``: the 3-object scene), 100 training views under sky0, 10 test cameras rendered
 again under ``test_light``: a low, warm key light from the other side; ``transforms_relight.json``).
 Both methods train on the same views; both are scored on the relit test images the same way:
 masked PSNR/SSIM after PhySG's per-channel median scale alignment (``physinv.relight.api``). The NeRF
@@ -68,6 +69,7 @@ def main(argv=None) -> int:
     p.add_argument("--minutes", type=float, default=40.0, help="PhySG fit budget")
     p.add_argument("--steps", type=int, default=1500, help="PhySG steps (its schedules scale with it)")
     p.add_argument("--ngp-minutes", type=float, default=8.0)
+    p.add_argument("--scene", choices=("relight", "objects"), default="relight", help="built-in scene (physinv synth scene --scene): one capsule, or the 3-object scene")
     p.add_argument("--views", type=int, default=100)
     p.add_argument("--res", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
@@ -89,12 +91,13 @@ def main(argv=None) -> int:
     from physinv.relight.config import RelightConfig
     from physinv.relight.train import train as relight_train
     from physinv.synth.scene import synthesize_with_info
+    from physinv.synth.spec import BUILTIN_SCENES
 
     device = select_device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     data = args.data or args.out / "scene"
     if not (data / "transforms_relight.json").is_file():
-        synthesize_with_info(data, views=args.views, test_views=10, res=args.res, spp=64, test_light=True, seed=args.seed, progress=False)
+        synthesize_with_info(data, spec=BUILTIN_SCENES[args.scene](), views=args.views, test_views=10, res=args.res, spp=64, test_light=True, seed=args.seed, progress=False)
 
     t0 = time.perf_counter()
     nerf_train(data, args.out / "ngp", NerfConfig(method="ngp", seed=args.seed), device=device, max_minutes=args.ngp_minutes, quiet=True)
@@ -107,7 +110,7 @@ def main(argv=None) -> int:
     same_light = evaluate(run, data, "test")
     result = {
         "machine": f"{torch.get_num_threads()} threads, {device}",
-        "data": {"views": args.views, "res": args.res, "test_split": "relight (test cameras under test_light)"},
+        "data": {"scene": args.scene, "views": args.views, "res": args.res, "test_split": "relight (test cameras under test_light)"},
         "physg": {
             "steps": res.fit.step, "fit_seconds": round(res.fit.elapsed_s, 1), "stopped_by": res.fit.stopped_by,
             "relit_psnr": relit["psnr"], "relit_ssim": relit["ssim"], "relit_psnr_unaligned": relit["psnr_unaligned"],
@@ -150,13 +153,14 @@ def nerd_main(args) -> int:
     from physinv.relight.config import RelightConfig
     from physinv.relight.train import train as relight_train
     from physinv.synth.scene import synthesize_with_info
+    from physinv.synth.spec import BUILTIN_SCENES
 
     device = select_device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     data = args.data or args.out / "scene"
     if not (data / "transforms_relight.json").is_file():
-        synthesize_with_info(data, views=args.views, test_views=10, res=args.res, spp=64, lights=args.lights, test_light=True, seed=args.seed, progress=False)
-    result: dict = {"machine": f"{torch.get_num_threads()} threads, {device}", "data": {"views": args.views, "res": args.res, "lights": args.lights}}
+        synthesize_with_info(data, spec=BUILTIN_SCENES[args.scene](), views=args.views, test_views=10, res=args.res, spp=64, lights=args.lights, test_light=True, seed=args.seed, progress=False)
+    result: dict = {"machine": f"{torch.get_num_threads()} threads, {device}", "data": {"scene": args.scene, "views": args.views, "res": args.res, "lights": args.lights}}
 
     t0 = time.perf_counter()
     nerf_train(data, args.out / "ngp", NerfConfig(method="ngp", seed=args.seed), device=device, max_minutes=args.ngp_minutes, quiet=True)

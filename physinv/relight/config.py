@@ -8,6 +8,7 @@ from typing import Optional
 from physinv.errors import PhysinvError
 
 METHODS = ("physg", "nerd")
+PATCH = 2  # side of PhySG's pixel patches for the normal smoothness (its r_patch = 1)
 PRESETS = {
     # PhySG's reference sizes (IDR's SDF network 8 x 256 here, 8 x 512 in IDR; albedo MLP 4 x 256)
     "full": dict(sdf_width=256, sdf_depth=8, sdf_skips=(4,), sdf_freqs=6, albedo_width=256, albedo_depth=4, albedo_freqs=10,
@@ -32,7 +33,8 @@ class RelightConfig:
 
     lobes: SGs of each environment light (PhySG 128, NeRD 24 by default); eikonal_weight / mask_weight /
     mask_alpha: IDR's loss weights (0.1, 100) and the mask loss's initial sharpness (50, doubled at 1/8,
-    2/8, ..., 5/8 of the run); roughness / specular_albedo: initial specular lobe; trace_samples:
+    2/8, ..., 5/8 of the run); normal_smooth_weight: PhySG's normal smoothness over 2 x 2 pixel
+    patches (1.0 in its reference configuration; 0 samples single pixels, as IDR); roughness / specular_albedo: initial specular lobe; trace_samples:
     uniform samples per unconverged ray for the secant bracket (IDR: 100).
 
     NeRD (``method = "nerd"``): net_width / net_depth / pos_freqs: both networks' trunks (the
@@ -65,6 +67,7 @@ class RelightConfig:
     roughness: float = 0.5
     specular_albedo: float = 0.3
     eikonal_weight: float = 0.1
+    normal_smooth_weight: float = 1.0
     mask_weight: float = 100.0
     mask_alpha: float = 50.0
     net_width: Optional[int] = None
@@ -104,6 +107,10 @@ def resolve(cfg: RelightConfig) -> RelightConfig:
     for name in ("roughness", "specular_albedo"):
         if not 0.0 < getattr(out, name) < 1.0:
             raise PhysinvError(f"{name}: must be in (0, 1), got {getattr(out, name)}")
+    if out.normal_smooth_weight < 0:
+        raise PhysinvError(f"normal_smooth_weight: must be >= 0, got {out.normal_smooth_weight}")
+    if out.normal_smooth_weight > 0 and out.batch_rays < PATCH * PATCH:
+        raise PhysinvError(f"--batch-rays: the normal smoothness samples {PATCH} x {PATCH} patches, so at least {PATCH * PATCH} rays, got {out.batch_rays}")
     if out.lr <= 0 or out.init_radius <= 0 or out.init_radius >= 1:
         raise PhysinvError("lr must be > 0 and init_radius in (0, 1)")
     return out

@@ -1,4 +1,4 @@
-"""Demo sections: a small PhySG fit on the built-in scene, its decomposition and a relit view; then
+"""Demo sections: a small PhySG fit on the built-in single-object scene, its decomposition and a relit view; then
 a small NeRD fit under 3 lights (``nerd_section``).
 
 Sized for 1-2 minutes on 2 CPU cores: 24 training views at 32x32 under one sky, 90 s of fitting
@@ -37,11 +37,12 @@ def _section(report, work_dir: str | Path, device: torch.device, seed: int = 0) 
     from physinv.relight.train import to_display, train
     from physinv.synth.scene import synthesize
     from physinv.synth.sky import envmap_to_world
+    from physinv.synth.spec import relight_scene
 
     work_dir = Path(work_dir)
-    data = work_dir / "scene"
+    data = work_dir / "scene_one_object"
     if not (data / "transforms_relight.json").is_file():
-        synthesize(data, views=24, test_views=2, res=32, spp=32, test_light=True, seed=seed, progress=False)
+        synthesize(data, spec=relight_scene(), views=24, test_views=2, res=32, spp=32, test_light=True, seed=seed, progress=False)
     run = work_dir / "run_physg"
     shutil.rmtree(run, ignore_errors=True)
     cuda = device.type == "cuda"
@@ -54,8 +55,9 @@ def _section(report, work_dir: str | Path, device: torch.device, seed: int = 0) 
         "Relighting: PhySG (SDF + SG rendering equation)",
         "A signed-distance surface (sphere-traced, IDR's implicit hit-point gradient), a diffuse albedo MLP, one "
         "monochrome GGX lobe approximated by a spherical Gaussian and a 128-SG environment light, fitted to 24 "
-        "Mitsuba renders (32x32) under one sky. Below: the decomposition of a test view, the same camera relit "
-        "under a light never seen in training (a low warm sun from the other side; its map fitted with SGs) "
+        "Mitsuba renders (32x32) of the built-in single-object scene (`synth scene --scene relight`) under one sky. "
+        "Below: the decomposition of a test view, the same camera relit under a light never seen in training (a "
+        "low warm key light from the other side; its map fitted with SGs) "
         "beside Mitsuba's render, and the learnt light.",
     )
     views = load_views(data, "relight", device=device)
@@ -87,7 +89,7 @@ def _section(report, work_dir: str | Path, device: torch.device, seed: int = 0) 
         "steps": result.fit.step,
         "fit_seconds": round(result.fit.elapsed_s, 1),
     }
-    sec.table([summary], caption="PhySG on the built-in scene, relit under the unseen test light (masked, median-aligned)")
+    sec.table([summary], caption="PhySG on the built-in single-object scene, relit under the unseen test light (masked, median-aligned)")
     return summary
 
 

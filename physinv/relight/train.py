@@ -1,8 +1,11 @@
 """Fit PhySG to posed, masked images under one unknown illumination, through ``core.train.fit``.
 
-Loss per step (IDR / PhySG): L1 between rendered and observed colour on rays that hit the surface
-inside the object mask (divided by the batch size, as IDR), + 0.1 x eikonal loss on the hit points
-and as many uniform points in the bounding cube, + 100 x IDR's mask loss with the sharpening alpha.
+Loss per step (PhySG's reference code): L1 between rendered and observed colour, averaged over the
+rays that hit the surface inside the object mask (IDR divides the sum by the batch size instead),
++ 0.1 x eikonal loss on the hit points and as many uniform points in the bounding cube, + 100 x
+IDR's mask loss with the sharpening alpha, + 1.0 x PhySG's normal smoothness: rays come in 2 x 2
+pixel patches and the variance of the normals inside each patch that lies wholly on the object is
+penalised (``core.sdf.normal_smoothness_loss``; it keeps the surface from taking up the texture).
 8-bit images are sRGB: the rendered linear radiance goes through the sRGB curve before the loss;
 HDR images are compared linearly. Learning rate: Adam, halved at 1/2 and 3/4 of the run (IDR's
 milestones 1000/1500 of 2000 epochs).
@@ -21,7 +24,7 @@ from physinv.core.metrics import mse_to_psnr
 from physinv.core.train import CHECKPOINT_NAME, FitResult, fit, load_checkpoint, seed_everything
 from physinv.errors import input_error
 from physinv.io.images import linear_to_srgb
-from physinv.relight.config import RelightConfig, resolve
+from physinv.relight.config import PATCH, RelightConfig, resolve
 from physinv.relight.data import load_relight_views
 from physinv.relight.physg import PhysgModel
 
@@ -75,22 +78,33 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RelightConfig, devi
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[max(1, cfg.steps // 2), max(2, 3 * cfg.steps // 4)], gamma=0.5)
 
+    patch = PATCH if cfg.normal_smooth_weight > 0 else 1
+    if h < patch or w < patch:
+        raise input_error(rv.views.source, "w/h", f"images of {w} x {h} pixels are smaller than the {patch} x {patch} patches of the normal smoothness")
+    per_patch = patch * patch
+    offsets = torch.stack(torch.meshgrid(torch.arange(patch), torch.arange(patch), indexing="ij"), -1).reshape(-1, 2).to(device)  # (K, 2) dv, du
+
     def step_fn(step: int) -> dict[str, float]:
-        flat = torch.randint(0, n_views * h * w, (cfg.batch_rays,), generator=gen).to(device)
-        view, pix = flat // (h * w), flat % (h * w)
-        v, u = pix // w, pix % w
+        # patches of patch x patch pixels (single pixels when patch = 1), anywhere in any view
+        ph, pw = h - patch + 1, w - patch + 1
+        flat = torch.randint(0, n_views * ph * pw, (cfg.batch_rays // per_patch,), generator=gen).to(device)
+        view, pix = flat // (ph * pw), flat % (ph * pw)
+        v = ((pix // pw)[:, None] + offsets[:, 0]).reshape(-1)
+        u = ((pix % pw)[:, None] + offsets[:, 1]).reshape(-1)
+        view = view.repeat_interleave(per_patch)
         o, d = views.rays(view, torch.stack([u, v], -1).float() + 0.5)
         target, mask = views.images[view, v, u], rv.masks[view, v, u]
         out = model.render_rays(o, d)
         pred = to_display(out["rgb"], rv.linear)
         on = out["hit"] & (mask > 0.5)
-        rgb_loss = (pred[on] - target[on]).abs().sum() / cfg.batch_rays
+        rgb_loss = (pred[on] - target[on]).abs().mean() if on.any() else pred.sum() * 0.0
         alpha = sdf.mask_alpha(step, cfg.steps, cfg.mask_alpha)
         m_loss = sdf.mask_loss(out["min_sdf"], mask, out["hit"], alpha)
-        uniform = torch.rand(cfg.batch_rays, 3, generator=gen).to(device) * 2.0 - 1.0
+        uniform = torch.rand(v.shape[0], 3, generator=gen).to(device) * 2.0 - 1.0
         _, grad_uniform = sdf.sdf_gradient(model.sdf, uniform)
         eik = sdf.eikonal_loss(torch.cat([out["sdf_grad"], grad_uniform]))
-        loss = rgb_loss + cfg.eikonal_weight * eik + cfg.mask_weight * m_loss
+        smooth = sdf.normal_smoothness_loss(out["normal"].reshape(-1, per_patch, 3), on.reshape(-1, per_patch).all(-1)) if patch > 1 else eik * 0.0
+        loss = rgb_loss + cfg.eikonal_weight * eik + cfg.mask_weight * m_loss + cfg.normal_smooth_weight * smooth
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -99,7 +113,7 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RelightConfig, devi
             mse = (pred[on] - target[on]).square().mean() if on.any() else torch.tensor(float("nan"))
         return {
             "loss": float(loss.detach()), "psnr": float(mse_to_psnr(mse)), "rgb_l1": float(rgb_loss.detach()),
-            "eikonal": float(eik.detach()), "mask": float(m_loss.detach()), "hit_fraction": float(out["hit"].float().mean()),
+            "eikonal": float(eik.detach()), "mask": float(m_loss.detach()), "normal_smooth": float(smooth.detach()), "hit_fraction": float(out["hit"].float().mean()),
             "roughness": float(model.roughness.detach()), "specular": float(model.specular_albedo.detach()),
         }
 

@@ -19,7 +19,8 @@ def scene(
     test_views: Annotated[int, typer.Option("--test-views", help="test views")] = 10,
     res: Annotated[int, typer.Option("--res", help="image width = height, pixels")] = 64,
     spp: Annotated[int, typer.Option("--spp", help="samples per pixel of the RGB images")] = 64,
-    spec: Annotated[Optional[Path], typer.Option("--spec", help="scene spec (.toml or .json); default: the built-in 3-object scene")] = None,
+    spec: Annotated[Optional[Path], typer.Option("--spec", help="scene spec (.toml or .json); default: a built-in scene (--scene)")] = None,
+    builtin: Annotated[str, typer.Option("--scene", help="built-in scene without --spec: objects (3 objects, 3 materials) | relight (one textured plastic capsule)")] = "objects",
     test_light: Annotated[bool, typer.Option("--test-light", help="also render the test cameras under a second light (transforms_relight.json)")] = False,
     lights: Annotated[int, typer.Option("--lights", help="K procedural skies; training view i is lit by sky i mod K")] = 1,
     device: Device = "auto",
@@ -33,9 +34,16 @@ def scene(
     from physinv.io.runs import emit_metrics
     from physinv.synth.scene import synthesize_with_info
 
+    from physinv.errors import PhysinvError
+    from physinv.synth.spec import BUILTIN_SCENES
+
+    if builtin not in BUILTIN_SCENES:
+        raise PhysinvError(f"--scene: unknown built-in scene {builtin!r} (known: {', '.join(BUILTIN_SCENES)})")
+    if spec is not None and builtin != "objects":
+        raise PhysinvError("--scene and --spec: give one of them")
     dev = select_device(device)
     _, info = synthesize_with_info(
-        out, spec=spec, views=views, test_views=test_views, res=res, spp=spp, lights=lights,
+        out, spec=spec if spec is not None else BUILTIN_SCENES[builtin](), views=views, test_views=test_views, res=res, spp=spp, lights=lights,
         test_light=test_light, seed=seed, prefer_cuda=dev.type == "cuda",
     )
     emit_metrics({**info, "out": str(out)}, out)

@@ -66,6 +66,9 @@ def object_transform(obj: ObjectSpec) -> np.ndarray:
     return m
 
 
+SMOOTH_SHAPES = ("capsule",)  # meshed shapes rendered with interpolated vertex normals
+
+
 def object_mesh(obj: ObjectSpec):
     """World-space ground-truth ``trimesh.Trimesh`` of an object (spheres: an icosphere of 2562 vertices)."""
     import trimesh
@@ -78,6 +81,8 @@ def object_mesh(obj: ObjectSpec):
         mesh = trimesh.creation.box(extents=[2.0, 2.0, 2.0])
     elif obj.shape == "cylinder":
         mesh = trimesh.creation.cylinder(radius=1.0, height=2.0, sections=64)
+    elif obj.shape == "capsule":
+        mesh = trimesh.creation.capsule(height=1.0, radius=0.5, count=[96, 96])
     else:
         mesh = load_mesh(obj.file)
     mesh = mesh.copy()
@@ -152,15 +157,19 @@ def _bsdf_dict(mi, material) -> dict:
     return {"type": "roughconductor", "material": "none", "distribution": "ggx", "alpha": material.alpha, "specular_reflectance": tex}
 
 
-def _mesh_shape(mi, variant: str, name: str, mesh) -> object:
-    vertices, faces, uv = _box_uv(np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64))
-    shape = mi.Mesh(name, len(vertices), len(faces), has_vertex_normals=False, has_vertex_texcoords=True)
+def _mesh_shape(mi, variant: str, name: str, mesh, smooth: bool = False) -> object:
+    """A Mitsuba mesh with box-projected UVs; flat-shaded, or with the mesh's vertex normals (``smooth``)."""
+    faces_in = np.asarray(mesh.faces, np.int64)
+    vertices, faces, uv = _box_uv(np.asarray(mesh.vertices, np.float64), faces_in)
+    shape = mi.Mesh(name, len(vertices), len(faces), has_vertex_normals=smooth, has_vertex_texcoords=True)
     params = mi.traverse(shape)
     arrays = {
         "vertex_positions": vertices.astype(np.float32).ravel(),
         "faces": faces.astype(np.uint32).ravel(),
         "vertex_texcoords": uv.astype(np.float32).ravel(),
     }
+    if smooth:  # _box_uv unshares the vertices: each copy takes its original vertex's normal
+        arrays["vertex_normals"] = np.asarray(mesh.vertex_normals, np.float32)[faces_in].ravel()
     for key, value in arrays.items():
         if variant.startswith("scalar"):
             params[key] = value
@@ -177,14 +186,14 @@ def _build_scene(mi, variant: str, objects, meshes, bsdfs: list[dict], integrato
         if obj.shape == "sphere":  # analytic: exact depth and normals; to_world also turns its texture
             scene[key] = {"type": "sphere", "to_world": mi.ScalarTransform4f(object_transform(obj).tolist()), "bsdf": bsdf}
         else:
-            scene[key] = _mesh_with_bsdf(mi, variant, key, mesh, bsdf)
+            scene[key] = _mesh_with_bsdf(mi, variant, key, mesh, bsdf, smooth=obj.shape in SMOOTH_SHAPES)
     if emitter is not None:
         scene["light"] = emitter
     return mi.load_dict(scene)
 
 
-def _mesh_with_bsdf(mi, variant: str, key: str, mesh, bsdf: dict):
-    shape = _mesh_shape(mi, variant, key, mesh)
+def _mesh_with_bsdf(mi, variant: str, key: str, mesh, bsdf: dict, smooth: bool = False):
+    shape = _mesh_shape(mi, variant, key, mesh, smooth)
     shape.set_bsdf(mi.load_dict(bsdf))
     return shape
 

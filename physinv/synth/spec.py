@@ -9,13 +9,14 @@ A spec is a TOML or JSON file (paths inside are relative to it)::
     min_elevation_deg = 10.0                  # cameras on the upper hemisphere, between these
     max_elevation_deg = 70.0
     [[objects]]
-    shape = "sphere"                          # sphere | cube | cylinder | mesh
+    shape = "sphere"                          # sphere | cube | cylinder | capsule | mesh
     file = "bunny.obj"                        # mesh only (anything trimesh reads)
     name = "ball"                             # optional
     position = [0, 0, 0]                      # world translation
     rotation_deg = [0, 0, 0]                  # XYZ Euler angles, degrees
     scale = 0.3                               # or [sx, sy, sz]; sphere radius = scale; cube half-side;
-                                              # cylinder radius (x, y) and half-height (z)
+                                              # cylinder radius (x, y) and half-height (z); capsule:
+                                              # radius 0.5 scale, half-length (caps included) scale
     [objects.material]
     type = "diffuse"                          # diffuse | plastic | conductor (rough conductor)
     albedo = [0.8, 0.2, 0.2]                  # linear RGB base colour
@@ -49,7 +50,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-SHAPES = ("sphere", "cube", "cylinder", "mesh")
+SHAPES = ("sphere", "cube", "cylinder", "capsule", "mesh")
 MATERIALS = ("diffuse", "plastic", "conductor")
 TEXTURES = ("checkerboard", "image")
 
@@ -132,14 +133,36 @@ def default_scene() -> SceneSpec:
     )
 
 
+def relight_scene() -> SceneSpec:
+    """One checkerboard plastic capsule (smooth shading), tilted, inside [-1, 1]^3: the single-object
+    setting of PhySG and NeRD (no other object to cast shadows or inter-reflect, a dielectric's
+    monochrome specular), for ``--scene relight``."""
+    return SceneSpec(
+        objects=[
+            ObjectSpec("capsule", "capsule", rotation_deg=[0.0, 60.0, 30.0], scale=[0.8] * 3,
+                       material=MaterialSpec("plastic", roughness=0.35, texture=TextureSpec("checkerboard", [0.85, 0.8, 0.7], [0.6, 0.1, 0.08], 4.0))),
+        ],
+        aabb=[[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]],
+        source="built-in relight scene",
+    )
+
+
+BUILTIN_SCENES = {"objects": default_scene, "relight": relight_scene}
+
+
 def default_test_light(train: SkyParams) -> SkyParams:
-    """A second sky for relighting ground truth: low warm sun on the other side."""
+    """A second sky for relighting ground truth: a low warm key light on the other side. The sun is
+    5x the training sun and the sky half as bright, so the key light carries most of the light (with
+    the training sky's sun, a low sun adds only ~10-25 % to the sky's irradiance and relit images
+    differ from the training light's mostly by a colour cast, which median alignment removes)."""
     p = SkyParams(**train.to_dict())
     p.sun_azimuth_deg = (train.sun_azimuth_deg + 180.0) % 360.0
     p.sun_elevation_deg = 20.0
+    p.sun_intensity = 5.0 * train.sun_intensity
     p.sun_colour = [1.0, 0.6, 0.35]
-    p.zenith_colour = [0.3, 0.25, 0.45]
-    p.horizon_colour = [0.9, 0.6, 0.4]
+    p.zenith_colour = [0.15, 0.125, 0.225]
+    p.horizon_colour = [0.45, 0.3, 0.2]
+    p.ground_colour = [0.5 * c for c in train.ground_colour]
     return p
 
 

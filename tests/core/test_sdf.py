@@ -67,6 +67,25 @@ def test_secant_refinement_finds_the_surface_when_marching_stalls():
     assert (out["t"][hits] - t_true[hits]).abs().max() < 1e-5
 
 
+def test_a_march_that_overshoots_into_the_object_still_hits_the_first_crossing():
+    """f = 1.9 (|x - c| - r) overshoots every step (the error goes e -> -0.9 e): after 5 steps many rays
+    stop inside the sphere; the bracket must then be searched before the marched point."""
+    f = SphereSDF()
+    o, d = rays(200, seed=2)
+    steep = lambda x: 1.9 * f(x)  # noqa: E731
+    out = sdf.sphere_trace(steep, o, d, radius=1.0, max_steps=5, n_samples=64)
+    t_true, hits = analytic_hit(o, d, f.centre.detach(), f.radius.detach())
+    near = sdf.ray_sphere(o, d, 1.0)[0]
+    # the march does leave rays inside: replay it and count them
+    t = near.clone()
+    for _ in range(5):
+        t = t + steep(o + t[:, None] * d).detach()
+    inside = hits & (steep(o + t[:, None] * d) < -5e-5)
+    assert inside.sum() > 10
+    assert torch.equal(out["hit"], hits)
+    assert (out["t"][hits] - t_true[hits]).abs().max() < 1e-5
+
+
 def test_hit_point_gradient_matches_finite_differences():
     f = SphereSDF()
     o, d = rays(32, seed=2)
@@ -117,6 +136,18 @@ def test_mask_loss_and_schedule():
     assert loss.item() == pytest.approx(expected.item())
     assert sdf.mask_alpha(0, 1000) == 50.0 and sdf.mask_alpha(999, 1000) == 50.0 * 2**5
     assert sdf.mask_alpha(130, 1000) == 100.0
+
+
+def test_normal_smoothness_is_the_patch_variance_on_valid_patches_only():
+    flat = torch.tensor([0.0, 0.0, 1.0]).expand(3, 4, 3).clone()  # 3 patches of 4 equal normals
+    valid = torch.tensor([True, True, False])
+    assert sdf.normal_smoothness_loss(flat, valid).item() == 0.0
+    bent = flat.clone()
+    bent[1, 0] = torch.tensor([1.0, 0.0, 0.0])  # one normal of patch 1 turned by 90 degrees
+    bent[2] = torch.randn(4, 3)  # an invalid patch (a ray off the object) does not count
+    # patch 1: x = (1, 0, 0, 0) and z = (0, 1, 1, 1) each have unbiased variance 1/4; y has 0
+    assert sdf.normal_smoothness_loss(bent, valid).item() == pytest.approx((0.0 + 0.25 / 3 * 2) / 2)
+    assert sdf.normal_smoothness_loss(bent, torch.zeros(3, dtype=torch.bool)).item() == 0.0
 
 
 def test_geometric_init_is_a_sphere_sdf():
