@@ -72,7 +72,7 @@ def nerf_made_scene(folder: Path, longest: int) -> dict:
     from physinv.instance.grid import voxel_centres
     from physinv.instance.nerf_grid import detector_grid_shape, sample_grid
     from physinv.instance.pipeline import load_nerf
-    from physinv.instance.scenes import CLASS_NAMES, _sdf
+    from physinv.instance.scenes import CLASS_NAMES, primitive_sdf
 
     run = load_nerf(folder / "nerf", "cpu")
     shape = detector_grid_shape(run.aabb, longest)
@@ -81,9 +81,7 @@ def nerf_made_scene(folder: Path, longest: int) -> dict:
     labels, boxes, classes = np.zeros(shape, np.uint8), [], []
     kinds = {"sphere": "sphere", "cube": "box", "cylinder": "cylinder"}
     for k, o in enumerate(json.loads((folder / "data" / "scene.json").read_text())["objects"], start=1):
-        yaw = math.radians(o["rotation_deg"][2])
-        rot = np.array([[math.cos(yaw), -math.sin(yaw), 0.0], [math.sin(yaw), math.cos(yaw), 0.0], [0.0, 0.0, 1.0]])
-        inside = _sdf(kinds[o["shape"]], (pts - np.array(o["position"])) @ rot, np.array(o["scale"])) <= 0
+        inside = primitive_sdf(kinds[o["shape"]], pts, np.array(o["position"]), math.radians(o["rotation_deg"][2]), np.array(o["scale"])) <= 0
         if not inside.any():
             continue
         labels[inside] = k

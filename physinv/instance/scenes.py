@@ -49,6 +49,14 @@ def _sdf(kind: str, p: np.ndarray, half: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.maximum(d, 0.0), axis=-1) + np.minimum(d.max(-1), 0.0)
 
 
+def primitive_sdf(kind: str, points: np.ndarray, centre: np.ndarray, yaw: float, half: np.ndarray) -> np.ndarray:
+    """Signed distance (...,) at world ``points`` (..., 3) of a primitive (``sphere`` | ``box`` |
+    ``cylinder``) centred at ``centre``, turned by ``yaw`` radians about z, with half extents ``half``."""
+    cy, sy = math.cos(yaw), math.sin(yaw)
+    rot = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
+    return _sdf(kind, (points - centre) @ rot, half)  # world -> local (rot is orthonormal)
+
+
 def _random_layout(rng: np.random.Generator, max_objects: int = 6) -> list[dict]:
     objects: list[dict] = []
     n = int(rng.integers(2, max_objects + 1))
@@ -89,10 +97,7 @@ def make_scene(rng: np.random.Generator, res: int = 64, artefacts: bool = True) 
     boxes, classes = [], []
     light = np.array([0.4, -0.3, 0.85])
     for k, o in enumerate(objects, start=1):
-        cy, sy = math.cos(o["yaw"]), math.sin(o["yaw"])
-        rot = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
-        local = (pts - o["centre"]) @ rot  # world -> local (rot is orthonormal)
-        sdf = _sdf(o["kind"], local, o["half"])
+        sdf = primitive_sdf(o["kind"], pts, o["centre"], o["yaw"], o["half"])
         inside = sdf <= 0
         if not inside.any():
             continue

@@ -34,8 +34,9 @@ class RelightConfig:
     lobes: SGs of each environment light (PhySG 128, NeRD 24 by default); eikonal_weight / mask_weight /
     mask_alpha: IDR's loss weights (0.1, 100) and the mask loss's initial sharpness (50, doubled at 1/8,
     2/8, ..., 5/8 of the run); normal_smooth_weight: PhySG's normal smoothness over 2 x 2 pixel
-    patches (1.0 in its reference configuration; 0 samples single pixels, as IDR); roughness / specular_albedo: initial specular lobe; trace_samples:
-    uniform samples per unconverged ray for the secant bracket (IDR: 100).
+    patches (1.0 in its reference configuration; 0 samples single pixels, as IDR); roughness /
+    specular_albedo: initial specular lobe; trace_samples: uniform samples per unconverged ray for
+    the secant bracket (IDR: 100).
 
     NeRD (``method = "nerd"``): net_width / net_depth / pos_freqs: both networks' trunks (the
     reference's 256 x 8, 10 octaves); coarse_samples / fine_samples: stratified samples of the

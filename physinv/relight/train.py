@@ -81,12 +81,11 @@ def train(data_dir: str | Path, run_dir: str | Path, config: RelightConfig, devi
     patch = PATCH if cfg.normal_smooth_weight > 0 else 1
     if h < patch or w < patch:
         raise input_error(rv.views.source, "w/h", f"images of {w} x {h} pixels are smaller than the {patch} x {patch} patches of the normal smoothness")
-    per_patch = patch * patch
+    per_patch, ph, pw = patch * patch, h - patch + 1, w - patch + 1  # patch corners: ph x pw per view
     offsets = torch.stack(torch.meshgrid(torch.arange(patch), torch.arange(patch), indexing="ij"), -1).reshape(-1, 2).to(device)  # (K, 2) dv, du
 
     def step_fn(step: int) -> dict[str, float]:
         # patches of patch x patch pixels (single pixels when patch = 1), anywhere in any view
-        ph, pw = h - patch + 1, w - patch + 1
         flat = torch.randint(0, n_views * ph * pw, (cfg.batch_rays // per_patch,), generator=gen).to(device)
         view, pix = flat // (ph * pw), flat % (ph * pw)
         v = ((pix // pw)[:, None] + offsets[:, 0]).reshape(-1)

@@ -31,10 +31,9 @@ def scene(
     Prints one JSON line (views, resolution, seconds, variant) and writes ``<out>/metrics.json``.
     """
     from physinv.core.train import select_device
+    from physinv.errors import PhysinvError
     from physinv.io.runs import emit_metrics
     from physinv.synth.scene import synthesize_with_info
-
-    from physinv.errors import PhysinvError
     from physinv.synth.spec import BUILTIN_SCENES
 
     if builtin not in BUILTIN_SCENES:
