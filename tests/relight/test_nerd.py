@@ -136,9 +136,12 @@ def test_resume_continues(fitted, tmp_path):
 def test_resumed_run_matches_the_uninterrupted_one(two_light_scene, tmp_path, one_thread, monkeypatch):
     """A 6-step run interrupted (SIGINT) during step 3 and run again ends with the weights of the
     uninterrupted run: the first resumed step's loss bit for bit (weights, optimiser, schedule and
-    random draws resume), the final weights to float rounding only. Known and unexplained: in that
-    step the decomposition network's double-backward gradients differ in the last bits (parameters,
-    rays and the sampling network's gradients are identical; two uninterrupted runs are identical)."""
+    random draws resume), the final weights to float rounding amplified by Adam. The rounding: MKL
+    picks its kernels by the buffers' memory alignment, which a new process lays out differently, so
+    the double-backward gradients differ in the last bits (MKL_CBWR=COMPATIBLE shrinks the largest
+    final difference from 2.3e-5 to 1.5e-8), and Adam turns a last-bit change of a ~0 gradient into
+    a fraction of a step. Measured: 0.3 % of the elements off rtol 1e-4, none by more than 0.5 % of
+    ``lr``; the same resume with Adam's moments dropped: 93 %, 4.5 ``lr``."""
     import os
     import signal
 
@@ -165,8 +168,13 @@ def test_resumed_run_matches_the_uninterrupted_one(two_light_scene, tmp_path, on
     b = load_checkpoint(tmp_path / "twice" / "checkpoint.pt")["state"]["model"]
     logs = [[json.loads(line) for line in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in ("once", "twice")]
     assert [r["loss"] for r in logs[0] if r["step"] == 4] == [r["loss"] for r in logs[1] if r["step"] == 4]  # the first resumed step: bit for bit
+    off = total = 0
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+        diff = (a[k] - b[k]).abs()
+        assert float(diff.max()) <= 0.02 * cfg["lr"], (k, float(diff.max()))
+        off += int((diff > 1e-6 + 1e-4 * a[k].abs()).sum())
+        total += diff.numel()
+    assert off <= 0.02 * total, (off, total)
 
 
 def test_fit_eval_render_edit_export_cli(fitted, tmp_path, run_cli):
