@@ -21,9 +21,11 @@ the single-light subset (the frames under sky0) and is scored on the same relit 
 NeRF-A row is an ngp with a per-light appearance embedding (``NerfConfig.appearance_dim``, 16 by
 ``--appearance-dim``), trained like the plain ngp (``--ngp-minutes``): its novel views render each
 test view with the code of its training light, its relit views (a light it never saw) with the mean
-code, scored like the plain ngp's.
+code, scored like the plain ngp's. ``--keep-baselines`` scores the ngp and NeRF-A runs already in
+``--out`` instead of training them again (to rerun NeRD alone). NeRD runs for ``--minutes`` or
+``--steps``, whichever ends first.
 
-    python benchmarks/relight_quality.py --method nerd --minutes 60 --ngp-minutes 8 --physg-minutes 20 --out /tmp/nerd_bench
+    python benchmarks/relight_quality.py --method nerd --minutes 45 --steps 200000 --ngp-minutes 6 --physg-minutes 10 --out /tmp/nerd_bench
 """
 
 from __future__ import annotations
@@ -66,8 +68,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("relight_bench"))
     p.add_argument("--data", type=Path, default=None, help="a data set with transforms_relight.json (default: synthesise the built-in scene)")
-    p.add_argument("--minutes", type=float, default=40.0, help="PhySG fit budget")
-    p.add_argument("--steps", type=int, default=1500, help="PhySG steps (its schedules scale with it)")
+    p.add_argument("--minutes", type=float, default=40.0, help="fit budget (PhySG; with --method nerd, NeRD)")
+    p.add_argument("--steps", type=int, default=1500, help="PhySG (or NeRD) steps (their schedules scale with the run)")
     p.add_argument("--ngp-minutes", type=float, default=8.0)
     p.add_argument("--scene", choices=("relight", "objects"), default="relight", help="built-in scene (physinv synth scene --scene): one capsule, or the 3-object scene")
     p.add_argument("--views", type=int, default=100)
@@ -79,6 +81,7 @@ def main(argv=None) -> int:
     p.add_argument("--lights", type=int, default=3, help="--method nerd: training skies")
     p.add_argument("--physg-minutes", type=float, default=20.0, help="--method nerd: PhySG on the sky0 subset")
     p.add_argument("--appearance-dim", type=int, default=16, help="--method nerd: the NeRF-A baseline's code size (ngp + appearance embedding)")
+    p.add_argument("--keep-baselines", action="store_true", help="--method nerd: score the ngp / NeRF-A runs already in --out instead of training them again")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.method == "nerd":
@@ -144,7 +147,7 @@ def single_light_subset(data: Path, out: Path, light: str) -> Path:
 
 
 def nerd_main(args) -> int:
-    from physinv.core.train import select_device
+    from physinv.core.train import load_checkpoint, select_device
     from physinv.nerf.api import evaluate as nerf_evaluate
     from physinv.nerf.api import load_run as load_nerf
     from physinv.nerf.config import NerfConfig
@@ -162,18 +165,24 @@ def nerd_main(args) -> int:
         synthesize_with_info(data, spec=BUILTIN_SCENES[args.scene](), views=args.views, test_views=10, res=args.res, spp=64, lights=args.lights, test_light=True, seed=args.seed, progress=False)
     result: dict = {"machine": f"{torch.get_num_threads()} threads, {device}", "data": {"scene": args.scene, "views": args.views, "res": args.res, "lights": args.lights}}
 
-    t0 = time.perf_counter()
-    nerf_train(data, args.out / "ngp", NerfConfig(method="ngp", seed=args.seed), device=device, max_minutes=args.ngp_minutes, quiet=True)
+    def baseline(run: Path, cfg: NerfConfig) -> float:
+        """Train an ngp baseline (or, with --keep-baselines, keep the one in ``run``); its train seconds."""
+        if args.keep_baselines and (run / "checkpoint.pt").is_file():
+            return float(load_checkpoint(run / "checkpoint.pt").get("elapsed_s", float("nan")))
+        t0 = time.perf_counter()
+        nerf_train(data, run, cfg, device=device, max_minutes=args.ngp_minutes, quiet=True)
+        return round(time.perf_counter() - t0, 1)
+
+    seconds = baseline(args.out / "ngp", NerfConfig(method="ngp", seed=args.seed))
     ngp = load_nerf(args.out / "ngp", device)
-    result["ngp"] = {"train_seconds": round(time.perf_counter() - t0, 1), "test_psnr": nerf_evaluate(ngp, data, "test")["psnr"], **{f"relit_{k}": v for k, v in score_nerf(args.out / "ngp", data, device).items()}}
+    result["ngp"] = {"train_seconds": seconds, "test_psnr": nerf_evaluate(ngp, data, "test")["psnr"], **{f"relit_{k}": v for k, v in score_nerf(args.out / "ngp", data, device).items()}}
 
     # NeRF-A: the same ngp with a learnt code per training light (test views under their light's code,
     # relit views under the mean code: the unseen light has none)
-    t0 = time.perf_counter()
-    nerf_train(data, args.out / "nerf_a", NerfConfig(method="ngp", seed=args.seed, appearance_dim=args.appearance_dim), device=device, max_minutes=args.ngp_minutes, quiet=True)
+    seconds = baseline(args.out / "nerf_a", NerfConfig(method="ngp", seed=args.seed, appearance_dim=args.appearance_dim))
     nerf_a = nerf_evaluate(load_nerf(args.out / "nerf_a", device), data, "test")
     result["nerf_a"] = {
-        "appearance_dim": args.appearance_dim, "train_seconds": round(time.perf_counter() - t0, 1), "test_psnr": nerf_a["psnr"], "test_mean_code_views": nerf_a["mean_code_views"],
+        "appearance_dim": args.appearance_dim, "train_seconds": seconds, "test_psnr": nerf_a["psnr"], "test_mean_code_views": nerf_a["mean_code_views"],
         **{f"relit_{k}": v for k, v in score_nerf(args.out / "nerf_a", data, device).items()},
     }
 

@@ -94,9 +94,9 @@ def _section(report, work_dir: str | Path, device: torch.device, seed: int = 0) 
 
 
 def nerd_section(report, work_dir: str | Path, device: torch.device, seed: int = 0) -> dict:
-    """NeRD on 24 built-in views (32x32) under 3 skies: per-light reconstructions of a held-out
-    camera, the recovered base colour / roughness / normals, and the camera relit under the unseen
-    test light. About 90 s on 2 CPU cores (60 s of fitting)."""
+    """NeRD on 24 views (32x32) of the built-in single-object scene under 3 skies: per-light
+    reconstructions of a held-out camera, the recovered base colour / roughness / normals, and the
+    camera relit under the unseen test light. About 90 s on 2 CPU cores (60 s of fitting)."""
     from physinv.io.dataset import load_views
     from physinv.io.images import linear_to_srgb, srgb_to_linear
     from physinv.relight.api import evaluate, load_run, median_scale
@@ -105,11 +105,12 @@ def nerd_section(report, work_dir: str | Path, device: torch.device, seed: int =
     from physinv.relight.nerd import camera_response
     from physinv.relight.train import train
     from physinv.synth.scene import synthesize
+    from physinv.synth.spec import relight_scene
 
     work_dir = Path(work_dir)
-    data = work_dir / "scene_3_lights"
+    data = work_dir / "scene_one_object_3_lights"
     if not (data / "transforms_relight.json").is_file():
-        synthesize(data, views=24, test_views=3, res=32, spp=16, lights=3, test_light=True, seed=seed, progress=False)
+        synthesize(data, spec=relight_scene(), views=24, test_views=3, res=32, spp=16, lights=3, test_light=True, seed=seed, progress=False)
     run = work_dir / "run_nerd"
     shutil.rmtree(run, ignore_errors=True)
     cuda = device.type == "cuda"
@@ -125,7 +126,8 @@ def nerd_section(report, work_dir: str | Path, device: torch.device, seed: int =
         "NeRD's two networks: a sampling network (density and an illumination-conditioned colour, 24 stratified samples "
         "here) and a decomposition network (density, normals as -grad sigma, a BRDF auto-encoder with a 2-D latent decoding "
         "base colour / metallic / roughness; 24 importance samples), shaded per ray under 24-SG illuminations, one per "
-        "training light (frames naming the same sky share it). Fitted on 24 Mitsuba renders (32x32) under 3 skies. Below: "
+        "training light (frames naming the same sky share it). Fitted on 24 Mitsuba renders (32x32) of the built-in "
+        "single-object scene under 3 skies. Below: "
         "held-out cameras under their own training light (learnt illumination), the decomposition, and a camera relit under "
         "a light never seen in training (its map fitted with 24 SGs) beside Mitsuba's render.",
     )
@@ -163,5 +165,5 @@ def nerd_section(report, work_dir: str | Path, device: torch.device, seed: int =
         "steps": result.fit.step,
         "fit_seconds": round(result.fit.elapsed_s, 1),
     }
-    sec.table([summary], caption="NeRD on the built-in scene under 3 skies: held-out views under the training lights (every pixel, unaligned), and relit under the unseen light vs the same views under the best training light (masked, median-aligned)")
+    sec.table([summary], caption="NeRD on the built-in single-object scene under 3 skies: held-out views under the training lights (every pixel, unaligned), and relit under the unseen light vs the same views under the best training light (masked, median-aligned)")
     return summary

@@ -61,7 +61,7 @@ Choices where the proposal is silent, taken from the reference code unless said 
    lambda_a = 0.9^(s / 5000) (weights 0.4 (1 - lambda_a) coarse, (1 - lambda_a) fine); white balance
    unclipped (and every illumination normalised to grey) while s < 1000, then the reference set's
    factor clipped to [0.99, 1.01]; gradients clipped to global norm 1; the encoder's latent layer
-   has an L2 weight penalty 0.1. One image per step, as the reference.
+   has an L2 weight penalty (``latent_l2``; the reference's 0.1). One image per step, as the reference.
 """
 
 from __future__ import annotations
@@ -220,9 +220,9 @@ class BrdfAutoEncoder(nn.Module):
             "roughness": self.min_roughness + (1.0 - self.min_roughness) * raw[:, 4:5],
         }
 
-    def latent_penalty(self) -> Tensor:
-        """0.1 x sum of squared weights of the latent layer (the reference's kernel regulariser)."""
-        return 0.1 * self.encoder[-1].weight.square().sum()
+    def latent_penalty(self, weight: float = 0.1) -> Tensor:
+        """``weight`` x sum of squared weights of the latent layer (the reference's kernel regulariser, 0.1)."""
+        return weight * self.encoder[-1].weight.square().sum()
 
 
 class DecompositionNetwork(nn.Module):

@@ -121,7 +121,7 @@ def train_nerd(data_dir: str | Path, run_dir: str | Path, cfg: RelightConfig, de
         coarse_mse = (coarse - target).square().mean()
         direct_mse = (direct - target).square().mean()
         ramp = 1.0 - sched["advanced"]
-        loss = coarse_mse + mse * max(1.0 - sched["colour"], 0.01) + direct_mse * sched["colour"] + model.fine.brdf.latent_penalty()
+        loss = coarse_mse + mse * max(1.0 - sched["colour"], 0.01) + direct_mse * sched["colour"] + model.fine.brdf.latent_penalty(cfg.latent_l2)
         if cfg.mask_loss:
             fine_per_ray = cfg.coarse_samples + cfg.fine_samples
             loss = loss + ramp * (0.4 * mask_loss(out["coarse_alpha"], out["coarse_opacity"], mask, cfg.batch_rays, cfg.coarse_samples)
