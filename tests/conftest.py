@@ -50,6 +50,32 @@ def cli_error(capsys):
     return run
 
 
+@pytest.fixture
+def assert_adam_close():
+    """``assert_adam_close(a, b, max_abs, max_fraction, atol)``: two state dicts of runs that should
+    agree but for float rounding. Adam divides each gradient element by its own magnitude, so a
+    rounding-sized change of a ~0 gradient becomes a fraction of a step: every float element stays
+    within ``max_abs`` (a fraction of ``lr``), at most ``max_fraction`` of them lie off rtol 1e-4 /
+    ``atol``, and every other entry is equal."""
+
+    def check(a: dict, b: dict, max_abs: float, max_fraction: float, atol: float) -> None:
+        import torch
+
+        assert a.keys() == b.keys()
+        off = total = 0
+        for k in a:
+            if not a[k].dtype.is_floating_point:
+                assert torch.equal(a[k], b[k]), k
+                continue
+            diff = (a[k] - b[k]).abs()
+            assert float(diff.max()) <= max_abs, (k, float(diff.max()))
+            off += int((diff > atol + 1e-4 * b[k].abs()).sum())
+            total += diff.numel()
+        assert off <= max_fraction * total, (off, total)
+
+    return check
+
+
 class Ranks:
     """Processes forked from the test, each seeing the variables torchrun sets (``RANK``,
     ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``), so the code under test joins

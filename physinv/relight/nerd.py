@@ -220,8 +220,9 @@ class BrdfAutoEncoder(nn.Module):
             "roughness": self.min_roughness + (1.0 - self.min_roughness) * raw[:, 4:5],
         }
 
-    def latent_penalty(self, weight: float = 0.1) -> Tensor:
-        """``weight`` x sum of squared weights of the latent layer (the reference's kernel regulariser, 0.1)."""
+    def latent_penalty(self, weight: float) -> Tensor:
+        """``weight`` x sum of squared weights of the latent layer (the reference's kernel regulariser,
+        ``RelightConfig.latent_l2``)."""
         return weight * self.encoder[-1].weight.square().sum()
 
 
