@@ -12,7 +12,7 @@ Targets (issue 9): PhySG >= 22 dB and >= 3 dB above the baseline.
 
 Prints one JSON object (also written to ``<out>/relight_quality.json``).
 
-``--method nerd`` (issue 12): the scene under ``--lights 3`` skies (train view i and test view i
+``--method nerd`` (issue 12): the scene under ``--lights 3`` skies (base, clear day, overcast; train view i and test view i
 under sky i mod 3) plus the unseen ``test_light``. NeRD and a plain ``ngp`` train on the same views;
 novel views under the training lights are scored every pixel, unaligned (NeRD under its learnt
 illuminations: ``psnr_render``; the ngp as ``nerf eval``), and the relit views as above, NeRD's

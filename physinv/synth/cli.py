@@ -22,7 +22,7 @@ def scene(
     spec: Annotated[Optional[Path], typer.Option("--spec", help="scene spec (.toml or .json); default: a built-in scene (--scene)")] = None,
     builtin: Annotated[str, typer.Option("--scene", help="built-in scene without --spec: objects (3 objects, 3 materials) | relight (one textured plastic capsule)")] = "objects",
     test_light: Annotated[bool, typer.Option("--test-light", help="also render the test cameras under a second light (transforms_relight.json)")] = False,
-    lights: Annotated[int, typer.Option("--lights", help="K procedural skies; training view i is lit by sky i mod K")] = 1,
+    lights: Annotated[int, typer.Option("--lights", help="K procedural skies (the sun moving; weather cycling base, clear, overcast); training view i is lit by sky i mod K")] = 1,
     device: Device = "auto",
     seed: Seed = 0,
 ) -> None:

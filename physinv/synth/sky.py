@@ -89,19 +89,28 @@ def sky_map(params: SkyParams) -> np.ndarray:
 
 
 def light_variations(k: int, base: SkyParams) -> list[SkyParams]:
-    """``k`` distinct skies for varying-illumination training: the sun walks around the azimuth,
-    its elevation alternates between high and low, and its colour between warm, neutral and cool."""
+    """``k`` distinct skies for varying-illumination training, as a collection shot on different
+    days: the sun walks around the azimuth, its elevation alternates between high and low, and the
+    weather cycles through the base sky, a clear day (the sun 4x, the sky 0.5x: a hard key light)
+    and an overcast one (the sun 0.2x, a brighter, cooler sky: soft light). Varying the sun's
+    direction and tint alone lights an object almost alike (the relight capsule's mean colour within
+    3 %): no test of separating light from colour."""
     if k <= 1:
         return [base]
     colours = ([1.0, 0.75, 0.5], [1.0, 0.97, 0.92], [0.8, 0.88, 1.0])
     zeniths = ([0.35, 0.35, 0.55], [0.25, 0.4, 0.8], [0.2, 0.35, 0.9])
+    weather = ((1.0, 1.0), (4.0, 0.5), (0.2, 1.3))  # (sun, sky) factors: as the base, clear, overcast
     out = [base]
     for i in range(1, k):
         p = SkyParams(**base.to_dict())
+        sun, sky = weather[i % 3]
         p.sun_azimuth_deg = (base.sun_azimuth_deg + 360.0 * i / k) % 360.0
         p.sun_elevation_deg = 20.0 + 50.0 * ((i * 0.618034) % 1.0)
         p.sun_colour = list(colours[i % 3])
-        p.zenith_colour = list(zeniths[i % 3])
+        p.sun_intensity = base.sun_intensity * sun
+        p.zenith_colour = [sky * c for c in zeniths[i % 3]]
+        p.horizon_colour = [sky * c for c in base.horizon_colour]
+        p.ground_colour = [sky * c for c in base.ground_colour]
         out.append(p)
     return out
 

@@ -125,23 +125,25 @@ def test_tiny_fit_beats_trivial_answers_on_held_out_views(fitted, tmp_path):
     assert relit["psnr_full_image"] > untrained["psnr_full_image"] + 2.0, (relit["psnr_full_image"], untrained["psnr_full_image"])
 
 
-def test_small_latent_penalty_keeps_the_brdf_spatially_varying(fitted, tmp_path, one_thread):
+def test_small_latent_penalty_keeps_the_brdf_spatially_varying(two_light_scene, tmp_path, one_thread):
     """With the reference's latent penalty (0.1) a short fit's BRDF latent collapses to one point and
-    the whole scene gets one base colour; the small preset's 1e-3 keeps it varying."""
+    the whole scene gets one base colour; the small preset's 1e-3 keeps it varying. 300 steps: at the
+    fixture's 120, on the clear-day sky, neither has let it grow yet (1.2e-4 vs 3.4e-5)."""
     from physinv.relight.api import load_run
 
-    data, run = fitted
-    assert "latent_l2" not in TINY  # the fixture fits with the small preset's
-    train(data, tmp_path / "collapsed", RelightConfig(steps=STEPS, **{**TINY, "latent_l2": 0.1}), quiet=True)
+    assert "latent_l2" not in TINY  # the small preset's value
 
-    def spread(r) -> float:
+    def spread(latent_l2: float | None) -> float:
         """Standard deviation of the decoded base colour (linear) over 2000 points of the scene's box."""
+        run = tmp_path / f"l2_{latent_l2}"
+        extra = {} if latent_l2 is None else {"latent_l2": latent_l2}
+        train(two_light_scene, run, RelightConfig(steps=300, **TINY, **extra), quiet=True)
         x = torch.rand(2000, 3, generator=torch.Generator().manual_seed(0)) * 1.6 - 0.8
-        return float(load_run(r).model.base_colour(x).std(0).mean())
+        return float(load_run(run).model.base_colour(x).std(0).mean())
 
-    ours, collapsed = spread(run), spread(tmp_path / "collapsed")
+    ours, collapsed = spread(None), spread(0.1)
     print("base colour spread:", ours, collapsed)
-    assert ours > 10 * collapsed, (ours, collapsed)  # measured 0.0059 vs 6e-6
+    assert ours > 0.02 and ours > 10 * collapsed, (ours, collapsed)  # measured 0.106 vs 2e-6 (seed 1: 0.131 vs 2e-4)
 
 
 def test_resume_continues(fitted, tmp_path):
