@@ -6,7 +6,9 @@ backward = table gradients, as in training), for ``backend="torch"``
 and ``backend="fused"``, in the same process; plus an ngp field training step on the same points
 (encoding -> 1x64 MLP -> 16, SH degree 4 -> 2x64 MLP -> RGB, forward + backward + Adam over all
 parameters), and the no-grad density evaluation that the occupancy-grid update and early-termination
-pass run. The two backends are timed in alternating rounds (median of the per-call medians), so that
+pass run; and ``normals_second_order``: normals -grad sigma of the density MLP by autograd with
+``create_graph``, a loss on them and its backward to the tables and the MLP (NeRD's hash-grid
+variant trains so). The two backends are timed in alternating rounds (median of the per-call medians), so that
 a load change on a shared machine hits both alike.
 
 Points (``--layout``): ``rays`` (default), runs of 16 consecutive samples 1/256 of the box diagonal
@@ -106,6 +108,12 @@ def measure(n: int, reps: int, rounds: int, layout: str) -> dict:
             ((rgb - target).square().mean() + 1e-3 * sigma.mean()).backward()
             opt.step()
 
+        def second_order():
+            xx = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(f.density_net(enc(xx))[:, 0].sum(), xx, create_graph=True)
+            (torch.nn.functional.normalize(g, dim=-1) * d).sum().backward()  # a loss on the normals -grad sigma
+            f.zero_grad(set_to_none=True)
+
         def density_no_grad():
             with torch.no_grad():
                 f.density(x)
@@ -114,9 +122,10 @@ def measure(n: int, reps: int, rounds: int, layout: str) -> dict:
         out["forward_backward"] = fwd_bwd
         out["field_train_step"] = step
         out["density_no_grad"] = density_no_grad
+        out["normals_second_order"] = second_order
         return out
 
-    names = ["forward", "forward_backward", "field_train_step", "density_no_grad"]
+    names = ["forward", "forward_backward", "field_train_step", "density_no_grad", "normals_second_order"]
     acc = {b: {k: [] for k in names} for b in fields}
     fns = {b: cases(b) for b in fields}
     for _ in range(rounds):

@@ -22,8 +22,9 @@ NeRF-A row is an ngp with a per-light appearance embedding (``NerfConfig.appeara
 ``--appearance-dim``), trained like the plain ngp (``--ngp-minutes``): its novel views render each
 test view with the code of its training light, its relit views (a light it never saw) with the mean
 code, scored like the plain ngp's. ``--keep-baselines`` scores the ngp and NeRF-A runs already in
-``--out`` instead of training them again (to rerun NeRD alone). NeRD runs for ``--minutes`` or
-``--steps``, whichever ends first.
+``--out`` instead of training them again (to rerun NeRD alone; a finished PhySG run in ``--out`` is
+resumed at its end, i.e. kept, too). NeRD runs for ``--minutes`` or ``--steps``, whichever ends
+first; ``--nerd-encoding hashgrid`` fits the hash-grid variant (``RelightConfig.encoding``) instead.
 
     python benchmarks/relight_quality.py --method nerd --minutes 45 --steps 200000 --ngp-minutes 6 --physg-minutes 10 --out /tmp/nerd_bench
 """
@@ -82,6 +83,7 @@ def main(argv=None) -> int:
     p.add_argument("--physg-minutes", type=float, default=20.0, help="--method nerd: PhySG on the sky0 subset")
     p.add_argument("--appearance-dim", type=int, default=16, help="--method nerd: the NeRF-A baseline's code size (ngp + appearance embedding)")
     p.add_argument("--keep-baselines", action="store_true", help="--method nerd: score the ngp / NeRF-A runs already in --out instead of training them again")
+    p.add_argument("--nerd-encoding", choices=("frequency", "hashgrid"), default="frequency", help="--method nerd: the paper's Fourier-feature networks, or the hash-grid variant (run in <out>/nerd_hashgrid)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.method == "nerd":
@@ -186,11 +188,12 @@ def nerd_main(args) -> int:
         **{f"relit_{k}": v for k, v in score_nerf(args.out / "nerf_a", data, device).items()},
     }
 
-    res = relight_train(data, args.out / "nerd", RelightConfig(method="nerd", preset="small", steps=args.steps, seed=args.seed), device=device, max_minutes=args.minutes, quiet=True)
-    run = load_run(args.out / "nerd", device)
+    nerd_dir = args.out / ("nerd" if args.nerd_encoding == "frequency" else f"nerd_{args.nerd_encoding}")
+    res = relight_train(data, nerd_dir, RelightConfig(method="nerd", preset="small", steps=args.steps, seed=args.seed, encoding=args.nerd_encoding), device=device, max_minutes=args.minutes, quiet=True)
+    run = load_run(nerd_dir, device)
     test, relit = evaluate(run, data, "test"), evaluate(run, data, "relight")
     result["nerd"] = {
-        "steps": res.fit.step, "fit_seconds": round(res.fit.elapsed_s, 1), "test_psnr_render": test["psnr_render"], "test_psnr_aligned": test["psnr"],
+        "encoding": args.nerd_encoding, "steps": res.fit.step, "fit_seconds": round(res.fit.elapsed_s, 1), "test_psnr_render": test["psnr_render"], "test_psnr_aligned": test["psnr"],
         "relit_psnr": relit["psnr"], "relit_ssim": relit["ssim"], "relit_no_relight_psnr": relit["psnr_no_relight"],
         "albedo_psnr": relit.get("albedo_psnr"), "normal_error_deg": relit.get("normal_error_deg"),
     }

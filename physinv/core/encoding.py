@@ -178,7 +178,7 @@ def hash_grid_encode(x: Tensor, tables: Sequence[Tensor], resolutions: Sequence[
     :mod:`physinv.core.hashgrid_cpu` when it is built and the inputs are float32 CPU tensors with dense
     gradients, this reference otherwise; ``"torch"`` forces the reference, ``"fused"`` the kernel.
     Both give the same values and gradients (float32 rounding aside) and the same x-gradient
-    conventions at the box faces; the fused backward is first-order only (no ``create_graph``).
+    conventions at the box faces, to second order (``create_graph``: a loss on the x-gradient).
     """
     if hash_grid_backend(x, tables, dense, sparse_grad, backend) == "fused":
         from physinv.core.hashgrid_cpu import fused_hash_grid_encode

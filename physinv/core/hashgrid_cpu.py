@@ -13,9 +13,13 @@
   times ``N_l``) and the backward contracts it with ``grad_out`` per point in a fixed order. The
   conventions are the reference's: zero outside ``[0, 1]``; at a coordinate exactly 0 or 1 a dense
   level contributes zero (``grid_sample``'s border clamp) and a hashed level the one-sided derivative
-  of its inner cell. The backward is first-order only: a backward run with ``create_graph=True``
-  (a loss on the x-gradient itself) raises :data:`SECOND_ORDER_ERROR`; such a loss needs
-  ``backend="torch"``.
+  of its inner cell.
+* **Second order** (``create_graph=True``: a loss on the x-gradient itself, as NeRD's normals
+  ``-grad sigma`` under the shading loss): the first backward is itself differentiable. A loss on
+  ``grad_x`` reaches ``grad_out`` through the stored Jacobian, the tables through the same
+  deterministic scatter with the trilinear weights' directional derivatives as weights, and ``x``
+  through the blend's mixed second derivatives (per point); a loss on the table gradients reaches
+  ``grad_out`` and ``x`` through a forward lookup in the upstream tables. A third order raises.
 
 Technology, chosen by measurement (``benchmarks/hashgrid_speed.py``, RESULTS.md "Hash-grid encoding
 kernel"): a torch C++ extension (``at::parallel_for``, so it runs on torch's own intra-op threads,
@@ -43,10 +47,6 @@ from torch import Tensor
 SOURCE = Path(__file__).with_name("csrc") / "hashgrid_cpu.cpp"
 CFLAGS = ["-O3"]
 SUPPORTED_FEATURES = (1, 2, 4, 8)
-SECOND_ORDER_ERROR = (
-    "hash grid: the fused CPU kernel's backward is first-order only; differentiating its gradient "
-    "(create_graph=True, e.g. a loss on normals from the x-gradient) needs backend='torch'"
-)
 
 _module = None
 _load_error: str | None = None
@@ -135,17 +135,58 @@ class _FusedHashGrid(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        if torch.is_grad_enabled():  # create_graph=True: the result would silently carry no graph
-            raise RuntimeError(SECOND_ORDER_ERROR)
         x, jac, *tables = ctx.saved_tensors
         grad_out = grad_out.contiguous()
-        grad_x = _module.backward_x(grad_out, jac) if ctx.needs_input_grad[0] else None
-        if any(ctx.needs_input_grad[3:]):
-            grad_tables = _module.backward_tables(grad_out, x, list(tables), ctx.resolutions, ctx.dense)
-            grad_tables = [g if need else None for g, need in zip(grad_tables, ctx.needs_input_grad[3:])]
+        want_x, want_tables = ctx.needs_input_grad[0], any(ctx.needs_input_grad[3:])
+        if torch.is_grad_enabled():  # create_graph=True: a first backward that is itself differentiable
+            grad_x, *grad_tables = _FusedHashGridBackward.apply(grad_out, x, jac, ctx.resolutions, ctx.dense, want_x, want_tables, *tables)
         else:
-            grad_tables = [None] * len(tables)
-        return (grad_x, None, None, *grad_tables)
+            grad_x = _module.backward_x(grad_out, jac) if want_x else None
+            grad_tables = _module.backward_tables(grad_out, x, list(tables), ctx.resolutions, ctx.dense) if want_tables else [None] * len(tables)
+        grad_tables = [g if need else None for g, need in zip(grad_tables, ctx.needs_input_grad[3:])]
+        return (grad_x if want_x else None, None, None, *grad_tables)
+
+
+class _FusedHashGridBackward(torch.autograd.Function):
+    """The first backward as a function of (grad_out, x, tables), so that a loss on its result (normals
+    from the x-gradient) can be differentiated once more; a third order raises."""
+
+    @staticmethod
+    def forward(ctx, grad_out: Tensor, x: Tensor, jac: Tensor | None, resolutions: list[int], dense: list[bool], want_x: bool, want_tables: bool, *tables: Tensor):
+        ctx.set_materialize_grads(False)
+        ctx.resolutions, ctx.dense, ctx.want_x, ctx.want_tables = resolutions, dense, want_x, want_tables
+        ctx.save_for_backward(grad_out, x, jac, *tables)
+        unused = x.new_empty(0)  # an output nobody asked for (dropped by _FusedHashGrid.backward)
+        grad_x = _module.backward_x(grad_out, jac) if want_x else unused
+        grad_tables = _module.backward_tables(grad_out, x, list(tables), resolutions, dense) if want_tables else [unused] * len(tables)
+        return (grad_x, *grad_tables)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, v_x: Tensor | None, *u_tables: Tensor | None):
+        grad_out, x, jac, *tables = ctx.saved_tensors
+        need_g, need_x = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        d_g = d_x = None
+        d_tables = [None] * len(tables)
+        res, dense = ctx.resolutions, ctx.dense
+        if v_x is not None and ctx.want_x:  # the loss on grad_x = sum_c grad_out_c jac_c
+            v = v_x.contiguous()
+            if need_g:
+                d_g = torch.bmm(jac, v.unsqueeze(-1)).squeeze(-1)
+            if any(ctx.needs_input_grad[7:]):
+                d_tables = _module.backward_tables(grad_out, x, list(tables), res, dense, v)
+            if need_x:
+                d_x = _module.hessian_x(grad_out, x, list(tables), res, dense, v)
+        if ctx.want_tables and any(u is not None for u in u_tables):  # a loss on the table gradients
+            u = [t.new_zeros(t.shape) if ut is None else ut.contiguous() for t, ut in zip(tables, u_tables)]
+            enc_u, jac_u = _module.forward(x, u, res, dense, need_x)
+            if need_g:
+                d_g = enc_u if d_g is None else d_g + enc_u
+            if need_x:
+                dx_u = _module.backward_x(grad_out, jac_u)
+                d_x = dx_u if d_x is None else d_x + dx_u
+        d_tables = [d if need else None for d, need in zip(d_tables, ctx.needs_input_grad[7:])]
+        return (d_g, d_x, None, None, None, None, None, *d_tables)
 
 
 def fused_unsupported(x: Tensor, tables: Sequence[Tensor], dense: Sequence[bool]) -> str | None:

@@ -35,6 +35,7 @@ def fit(
     steps: Steps = None,
     max_minutes: MaxMinutes = None,
     batch_rays: Annotated[Optional[int], typer.Option("--batch-rays", help="rays per step")] = None,
+    encoding: Annotated[Optional[str], typer.Option("--encoding", help="NeRD's networks: frequency (the paper's Fourier features, default) | hashgrid (the faster hash-grid variant)")] = None,
     device: Device = "auto",
     seed: OptionalSeed = None,
     config: ConfigFile = None,
@@ -46,7 +47,7 @@ def fit(
 
     if not data.is_dir():
         raise input_error(data, None, "data folder not found")
-    cfg = load_config(RelightConfig, config, method=method, preset=preset, lobes=lobes, steps=steps, batch_rays=batch_rays, seed=seed)
+    cfg = load_config(RelightConfig, config, method=method, preset=preset, lobes=lobes, steps=steps, batch_rays=batch_rays, encoding=encoding, seed=seed)
     result = train(data, out, cfg, device=select_device(device), max_minutes=max_minutes, quiet=quiet)
     emit_metrics({
         "method": result.config.method, "step": result.fit.step, "stopped_by": result.fit.stopped_by,

@@ -8,6 +8,8 @@ from typing import Optional
 from physinv.errors import PhysinvError
 
 METHODS = ("physg", "nerd")
+ENCODINGS = ("frequency", "hashgrid")  # NeRD's trunks (relight.nerd.NerdShape)
+HASHGRID_NET_DEPTH = 1  # NeRD's hash-grid trunks: one hidden layer unless net_depth is set (instant-ngp's density MLP)
 PATCH = 2  # side of PhySG's pixel patches for the normal smoothness (its r_patch = 1)
 PRESETS = {
     # PhySG's reference sizes (IDR's SDF network 8 x 256 here, 8 x 512 in IDR; albedo MLP 4 x 256)
@@ -52,6 +54,13 @@ class RelightConfig:
     schedule_paper_steps: the reference steps whose schedule the run plays, compressed to its
     length (full: all 300 000; small: the first 12 000, where its colour blend and mask ramp act —
     measured better than the whole schedule compressed on a 400-step CPU fit, benchmarks/RESULTS.md).
+    encoding: NeRD's trunks, ``"frequency"`` (the paper's Fourier features) or ``"hashgrid"`` (the faster
+    variant, ``relight.nerd.NerdShape``: instant-ngp's hash encoding with ``hash_levels`` x
+    ``hash_features``, 2^``log2_table_size`` rows, resolutions ``hash_base_resolution`` ..
+    ``hash_finest_resolution`` (default: twice the training images' larger side, set when the fit
+    starts), ``net_depth`` 1 unless set, exp(raw - 1) density; the tables train at ``hash_lr`` with
+    instant-ngp's Adam betas / eps, everything else at ``lr``). The defaults, 8 levels of 2 features
+    and 2^15 rows, are the sizes measured on the 64-pixel benchmark (benchmarks/RESULTS.md).
     """
 
     method: str = "physg"
@@ -84,6 +93,13 @@ class RelightConfig:
     brdf_latent: int = 2
     latent_l2: Optional[float] = None
     min_roughness: float = 0.1
+    encoding: str = "frequency"
+    hash_levels: int = 8
+    hash_features: int = 2
+    log2_table_size: int = 15
+    hash_base_resolution: int = 16
+    hash_finest_resolution: Optional[int] = None
+    hash_lr: float = 1e-2
     mask_loss: bool = True
     schedule_paper_steps: Optional[float] = None
     seed: int = 0
@@ -100,11 +116,15 @@ def resolve(cfg: RelightConfig) -> RelightConfig:
     table = NERD_PRESETS if cfg.method == "nerd" else PRESETS
     values = {k: (v if getattr(cfg, k) is None else getattr(cfg, k)) for k, v in table[cfg.preset].items()}
     values["lobes"] = cfg.lobes if cfg.lobes is not None else (24 if cfg.method == "nerd" else 128)
+    if cfg.method == "nerd" and cfg.encoding == "hashgrid" and cfg.net_depth is None:
+        values["net_depth"] = HASHGRID_NET_DEPTH
     if "sdf_skips" in values:
         values["sdf_skips"] = list(values["sdf_skips"])
     out = replace(cfg, **values)
     if out.method == "nerd":
         return _check_nerd(out)
+    if out.encoding != "frequency":
+        raise PhysinvError(f"encoding: '{out.encoding}' is a NeRD option (--method nerd); PhySG's networks take Fourier features only")
     for name in ("lobes", "batch_rays", "trace_samples", "sdf_width", "sdf_depth", "albedo_width", "albedo_depth"):
         if getattr(out, name) < 1:
             raise PhysinvError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(out, name)}")
@@ -129,8 +149,6 @@ def _check_nerd(out: RelightConfig) -> RelightConfig:
     for name in ("pos_freqs", "fine_samples", "condense_features"):
         if getattr(out, name) < 0:
             raise PhysinvError(f"{name}: must be >= 0, got {getattr(out, name)}")
-    if out.net_depth < 2:
-        raise PhysinvError(f"net_depth: must be >= 2 (two halves with the input fed again), got {out.net_depth}")
     if out.steps < 0:
         raise PhysinvError(f"--steps: must be >= 0, got {out.steps}")
     if not out.schedule_paper_steps > 0:
@@ -141,4 +159,18 @@ def _check_nerd(out: RelightConfig) -> RelightConfig:
         raise PhysinvError(f"lr: must be > 0, got {out.lr}")
     if out.latent_l2 < 0:
         raise PhysinvError(f"latent_l2: must be >= 0, got {out.latent_l2}")
+    if out.encoding not in ENCODINGS:
+        raise PhysinvError(f"encoding: unknown encoding '{out.encoding}' (known: {', '.join(ENCODINGS)})")
+    if out.encoding == "hashgrid":
+        for name in ("hash_levels", "log2_table_size", "hash_base_resolution"):
+            if getattr(out, name) < 1:
+                raise PhysinvError(f"{name}: must be >= 1, got {getattr(out, name)}")
+        if out.hash_features not in (1, 2, 4, 8):
+            raise PhysinvError(f"hash_features: must be 1, 2, 4 or 8, got {out.hash_features}")
+        if out.hash_finest_resolution is not None and out.hash_finest_resolution < out.hash_base_resolution:
+            raise PhysinvError(f"hash_finest_resolution: must be >= hash_base_resolution ({out.hash_base_resolution}), got {out.hash_finest_resolution}")
+        if out.hash_lr <= 0:
+            raise PhysinvError(f"hash_lr: must be > 0, got {out.hash_lr}")
+    elif out.net_depth < 2:
+        raise PhysinvError(f"net_depth: must be >= 2 (two halves with the input fed again), got {out.net_depth}")
     return out

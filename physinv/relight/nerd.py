@@ -31,6 +31,11 @@ where the proposal is short):
   and the sRGB curve, clipped to [0, 1], before the loss; the white-balance normalisation of the
   illumination (:func:`white_balance_`) fixes the light / base-colour scale (reference).
 
+The faster variant (``encoding = "hashgrid"``, :class:`NerdShape`): both networks' Fourier features
+and deep trunks replaced by instant-ngp's hash encoding and one hidden layer (the density exp(raw - 1)
+instead of a ReLU), everything else as above; the normals stay -grad sigma by autograd, through
+the fused CPU kernel's second-order backward (``core.hashgrid_cpu``). Measured in benchmarks/RESULTS.md.
+
 Choices where the proposal is silent, taken from the reference code unless said otherwise
 (tests in ``tests/relight/test_nerd.py``):
 
@@ -74,10 +79,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from physinv.core import brdf, sg
-from physinv.core.encoding import positional_encoding
-from physinv.core.field import MLP
+from physinv.core.encoding import HashGridEncoding, positional_encoding
+from physinv.core.field import MLP, trunc_exp
 from physinv.core.sampling import box_interval, centred_intervals, importance_samples, intervals_from_samples, stratified_samples
 from physinv.core.volume import render_samples
+from physinv.relight.config import ENCODINGS
 from physinv.io.images import linear_to_srgb, srgb_to_linear
 
 SHARPNESS_RANGE = (0.5, 30.0)  # the reference renderer's clamp of every light lobe's sharpness
@@ -155,6 +161,53 @@ def condense_input(axis: Tensor, sharpness: Tensor, amplitude: Tensor) -> Tensor
 # networks
 
 
+@dataclass
+class NerdShape:
+    """Sizes of both networks. ``encoding``: ``"frequency"`` (the paper's Fourier features, ``pos_freqs``
+    octaves, a ``width`` x ``depth`` trunk fed the input again at depth // 2) or ``"hashgrid"`` (the
+    faster variant: instant-ngp's hash encoding, ``hash_levels`` x ``hash_features``, 2^``log2_table_size``
+    rows per level, resolutions ``hash_base_resolution`` .. ``hash_finest_resolution`` over the box,
+    and a ``width`` x ``depth`` trunk without skip)."""
+
+    width: int
+    depth: int
+    pos_freqs: int
+    coarse_samples: int
+    fine_samples: int
+    encoding: str = "frequency"
+    hash_levels: int = 8
+    hash_features: int = 2
+    log2_table_size: int = 15
+    hash_base_resolution: int = 16
+    hash_finest_resolution: int = 128
+
+
+class Trunk(MLP):
+    """x (N, 3) in the box [-1, 1]^3 -> feature (N, width): the encoding of :class:`NerdShape`, then the
+    ReLU MLP (the hash grid's fused CPU kernel differentiates to second order, as training normals need)."""
+
+    def __init__(self, shape: NerdShape):
+        if shape.encoding not in ENCODINGS:
+            raise ValueError(f"NeRD: encoding must be one of {', '.join(ENCODINGS)}, got {shape.encoding!r}")
+        if shape.encoding == "hashgrid":
+            grid = HashGridEncoding(shape.hash_levels, shape.hash_features, shape.log2_table_size, shape.hash_base_resolution, shape.hash_finest_resolution)
+            super().__init__(grid.out_dim, 0, width=shape.width, depth=shape.depth)
+        else:
+            grid = None
+            super().__init__(3 * (2 * shape.pos_freqs + 1), 0, width=shape.width, depth=shape.depth, skips=(shape.depth // 2,))
+        self.grid = grid
+        self.pos_freqs = shape.pos_freqs
+
+    def density(self, raw: Tensor) -> Tensor:
+        """Raw density (N,) -> sigma >= 0: ReLU (the paper's) after Fourier features; after the hash grid
+        instant-ngp's exp(raw - 1) (``trunc_exp``; a ReLU over the hash grid's near-zero start died
+        in the fine pass, no sample left opaque). Either is monotonic, so -grad(raw) is the normal."""
+        return torch.relu(raw) if self.grid is None else trunc_exp(raw - 1.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(positional_encoding(x, self.pos_freqs) if self.grid is None else self.grid(0.5 * (x + 1.0)))
+
+
 class SGStore(nn.Module):
     """``sets`` illuminations of K SG lobes, all initialised from one mean light: amplitude (S, K, 3),
     axis (S, K, 3), sharpness (S, K, 1) as free parameters; :meth:`light` reads one set through
@@ -178,10 +231,10 @@ class SamplingNetwork(nn.Module):
     """gamma(x) -> trunk (width x depth, input again at depth // 2) -> sigma (ReLU); [trunk feature,
     illumination embedding] -> width ReLU -> RGB (sigmoid): view-independent, illumination-dependent."""
 
-    def __init__(self, width: int, depth: int, pos_freqs: int, lobes: int, condense_features: int):
+    def __init__(self, shape: NerdShape, lobes: int, condense_features: int):
         super().__init__()
-        self.pos_freqs = pos_freqs
-        self.trunk = MLP(3 * (2 * pos_freqs + 1), 0, width=width, depth=depth, skips=(depth // 2,))
+        width = shape.width
+        self.trunk = Trunk(shape)
         self.sigma_head = nn.Linear(width, 1)
         self.condense = nn.Linear(lobes * 7, condense_features) if condense_features > 0 else nn.Identity()
         embed = condense_features if condense_features > 0 else lobes * 7
@@ -192,8 +245,8 @@ class SamplingNetwork(nn.Module):
         return self.condense(condense_input(light.axis.detach(), light.sharpness.detach(), light.amplitude.detach()))
 
     def forward(self, points: Tensor, embedding: Tensor | None = None) -> dict[str, Tensor]:
-        h = self.trunk(positional_encoding(points, self.pos_freqs))
-        out = {"sigma": torch.relu(self.sigma_head(h)[:, 0])}
+        h = self.trunk(points)
+        out = {"sigma": self.trunk.density(self.sigma_head(h)[:, 0])}
         if embedding is not None:
             out["rgb"] = self.colour(torch.cat([h, embedding.expand(h.shape[0], -1)], -1))
         return out
@@ -231,18 +284,21 @@ class DecompositionNetwork(nn.Module):
     -grad sigma_raw. ``direct_rgb`` is the reference's auxiliary colour head that carries the early
     training (its loss fades with the schedule)."""
 
-    def __init__(self, width: int, depth: int, pos_freqs: int, latent: int, min_roughness: float):
+    def __init__(self, shape: NerdShape, latent: int, min_roughness: float):
         super().__init__()
-        self.pos_freqs = pos_freqs
-        self.trunk = MLP(3 * (2 * pos_freqs + 1), 0, width=width, depth=depth, skips=(depth // 2,))
-        self.head = nn.Linear(width, 1 + 3)
-        self.brdf = BrdfAutoEncoder(width, latent, min_roughness)
+        self.trunk = Trunk(shape)
+        self.head = nn.Linear(shape.width, 1 + 3)
+        self.brdf = BrdfAutoEncoder(shape.width, latent, min_roughness)
 
     def raw_sigma(self, points: Tensor) -> Tensor:
-        return self.head(self.trunk(positional_encoding(points, self.pos_freqs)))[:, 0]
+        return self.head(self.trunk(points))[:, 0]
+
+    def brdf_at(self, points: Tensor) -> dict[str, Tensor]:
+        """The decoded BRDF (:meth:`BrdfAutoEncoder.decode`) at points (N, 3)."""
+        return self.brdf.decode(self.brdf.encode(self.trunk(points)))
 
     def density(self, points: Tensor) -> Tensor:
-        return torch.relu(self.raw_sigma(points))
+        return self.trunk.density(self.raw_sigma(points))
 
     def forward(self, points: Tensor, create_graph: bool = False) -> dict[str, Tensor]:
         """points (N, 3) -> sigma (N,), normal (N, 3), direct_rgb (N, 3), base_colour_srgb (N, 3),
@@ -250,7 +306,7 @@ class DecompositionNetwork(nn.Module):
         store: dict[str, Tensor] = {}
 
         def raw(x: Tensor) -> Tensor:
-            h = self.trunk(positional_encoding(x, self.pos_freqs))
+            h = self.trunk(x)
             head = self.head(h)
             store["h"], store["head"] = h, head
             return head[:, 0]
@@ -260,20 +316,11 @@ class DecompositionNetwork(nn.Module):
         if not create_graph:
             h, head = h.detach(), head.detach()
         z = self.brdf.encode(h)
-        return {"sigma": torch.relu(head[:, 0]), "normal": normal, "direct_rgb": torch.sigmoid(head[:, 1:4]), "latent": z, **self.brdf.decode(z)}
+        return {"sigma": self.trunk.density(head[:, 0]), "normal": normal, "direct_rgb": torch.sigmoid(head[:, 1:4]), "latent": z, **self.brdf.decode(z)}
 
 
 # ----------------------------------------------------------------------------------------------
 # the model
-
-
-@dataclass
-class NerdShape:
-    width: int
-    depth: int
-    pos_freqs: int
-    coarse_samples: int
-    fine_samples: int
 
 
 class NerdModel(nn.Module):
@@ -283,8 +330,8 @@ class NerdModel(nn.Module):
     def __init__(self, shape: NerdShape, lobes: int, sets: int, mean: sg.SGLight, condense_features: int = 16, latent: int = 2, min_roughness: float = 0.1):
         super().__init__()
         self.shape = shape
-        self.coarse = SamplingNetwork(shape.width, shape.depth, shape.pos_freqs, lobes, condense_features)
-        self.fine = DecompositionNetwork(shape.width, shape.depth, shape.pos_freqs, latent, min_roughness)
+        self.coarse = SamplingNetwork(shape, lobes, condense_features)
+        self.fine = DecompositionNetwork(shape, latent, min_roughness)
         self.lights = SGStore(sets, mean)
         self.register_buffer("aabb", torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
 
@@ -302,13 +349,13 @@ class NerdModel(nn.Module):
     def base_colour(self, x: Tensor) -> Tensor:
         """Base colour (N, 3), linear, at points (N, 3)."""
         with torch.no_grad():
-            out = self.fine.brdf.decode(self.fine.brdf.encode(self.fine.trunk(positional_encoding(x, self.fine.pos_freqs))))
+            out = self.fine.brdf_at(x)
         return srgb_to_linear(out["base_colour_srgb"])
 
     def albedo(self, x: Tensor) -> Tensor:
         """Diffuse albedo base_colour (1 - metallic) (N, 3), linear, at points (N, 3)."""
         with torch.no_grad():
-            out = self.fine.brdf.decode(self.fine.brdf.encode(self.fine.trunk(positional_encoding(x, self.fine.pos_freqs))))
+            out = self.fine.brdf_at(x)
         return srgb_to_linear(out["base_colour_srgb"]) * (1.0 - out["metallic"])
 
     # --- rendering

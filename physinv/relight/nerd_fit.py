@@ -7,6 +7,7 @@ and exposure; losses and schedule in ``relight.nerd``'s docstring (note 6).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -40,8 +41,23 @@ def build_nerd(cfg: RelightConfig, sets: int, mean: sg.SGLight | None = None) ->
     if mean is None:
         k = cfg.lobes
         mean = sg.SGLight(sg.fibonacci_sphere(k), torch.ones(k, 1), torch.ones(k, 3))
-    shape = NerdShape(cfg.net_width, cfg.net_depth, cfg.pos_freqs, cfg.coarse_samples, cfg.fine_samples)
+    if cfg.encoding == "hashgrid" and cfg.hash_finest_resolution is None:
+        raise ValueError("build_nerd: hash_finest_resolution is unset (train_nerd sets it from the images; a run's config has it)")
+    shape = NerdShape(cfg.net_width, cfg.net_depth, cfg.pos_freqs, cfg.coarse_samples, cfg.fine_samples, cfg.encoding, cfg.hash_levels,
+                      cfg.hash_features, cfg.log2_table_size, cfg.hash_base_resolution, cfg.hash_finest_resolution)
     return NerdModel(shape, cfg.lobes, sets, mean, cfg.condense_features, cfg.brdf_latent, cfg.min_roughness)
+
+
+def nerd_optimizer(model: NerdModel, cfg: RelightConfig) -> torch.optim.Adam:
+    """Adam at ``lr`` (reference); with hash-grid trunks their tables in a group of their own at
+    ``hash_lr`` with instant-ngp's betas (0.9, 0.99) and eps 1e-15 (the tables' gradients are tiny)."""
+    tables = [p for name, p in model.named_parameters() if ".grid.tables." in name]
+    if not tables:
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    ids = {id(p) for p in tables}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return torch.optim.Adam([{"params": rest, "lr": cfg.lr, "base_lr": cfg.lr},
+                             {"params": tables, "lr": cfg.hash_lr, "base_lr": cfg.hash_lr, "betas": (0.9, 0.99), "eps": 1e-15}], lr=cfg.lr)
 
 
 def frame_exposures(extras: list[dict], source) -> list[float]:
@@ -79,6 +95,8 @@ def train_nerd(data_dir: str | Path, run_dir: str | Path, cfg: RelightConfig, de
     rv = load_relight_views(data_dir, "train", device)
     views = rv.views
     n_views, h, w = views.images.shape[:3]
+    if cfg.encoding == "hashgrid" and cfg.hash_finest_resolution is None:
+        cfg = replace(cfg, hash_finest_resolution=max(2 * max(h, w), cfg.hash_base_resolution))  # about two cells per pixel across the box
     frame_set, set_names = light_sets(list(views.lights))
     exposures = frame_exposures(views.frames_extras, views.source)
     wb_ref = 0
@@ -88,7 +106,7 @@ def train_nerd(data_dir: str | Path, run_dir: str | Path, cfg: RelightConfig, de
     ckpt_path = run_dir / CHECKPOINT_NAME
     mean = None if ckpt_path.is_file() else mean_light(cfg.lobes, views.envmap_to_world, device)
     model = build_nerd(cfg, len(set_names), mean).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = nerd_optimizer(model, cfg)
     progress = RunProgress()
     frame_set_t = torch.tensor(frame_set)
     wb_target = torch.tensor(wb_value, dtype=torch.float32, device=device)
@@ -97,7 +115,7 @@ def train_nerd(data_dir: str | Path, run_dir: str | Path, cfg: RelightConfig, de
     def step_fn(step: int) -> dict[str, float]:
         sched = schedule(progress.fraction(step), cfg.schedule_paper_steps)
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * sched["lr_factor"]
+            group["lr"] = group.get("base_lr", cfg.lr) * sched["lr_factor"]
         view = int(torch.randint(0, n_views, (1,)))
         light_index = int(frame_set_t[view])
         pix = pixels[torch.randint(0, h * w, (cfg.batch_rays,))]

@@ -12,6 +12,10 @@
 // work affects only which thread does a level, never the sums. The x-gradient comes from the
 // per-point Jacobian the forward stores when x needs a gradient (no second gather), contracted per point.
 //
+// Second order (a loss on the x-gradient, e.g. on normals -grad sigma): backward_tables with
+// ``dirs`` gives the tables' gradient of grad_x . dirs, hessian_x its x-gradient; the gradient to
+// grad_out is jac . dirs (Python). Same determinism (points in index order per level or per point).
+//
 // x-gradient conventions (those of the reference, see encoding.py): outside [0, 1] zero (clamp);
 // at x = 0 or 1 exactly a dense level gives zero (grid_sample's border clamp), a hashed level the
 // one-sided derivative of the inner cell. A point with a NaN coordinate is looked up at 0 (never out
@@ -147,10 +151,25 @@ void forward_impl(const float* x, int64_t n, const std::vector<Level>& levels, f
   });
 }
 
+// Corner weights of the directional derivative along v of the trilinear blend: d w_q / d x . v,
+// i.e. N_l sum_a gmask_a v_a (+-1) prod_{b != a} wa[b] (the same masks as level_jacobian).
+inline void directional_weights(const Cell& c, const float* v, float res, float* wd) {
+  const float v0 = v[0] * c.gmask[0] * res, v1 = v[1] * c.gmask[1] * res, v2 = v[2] * c.gmask[2] * res;
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 2; ++j)
+      for (int k = 0; k < 2; ++k)
+        wd[4 * i + 2 * j + k] = (i ? 1.0f : -1.0f) * (c.wa[1][j] * c.wa[2][k]) * v0 +
+                                (j ? 1.0f : -1.0f) * (c.wa[0][i] * c.wa[2][k]) * v1 +
+                                (k ? 1.0f : -1.0f) * (c.wa[0][i] * c.wa[1][j]) * v2;
+}
+
+// One level's table gradient: row += w_q grad_out over the points in index order. With ``dirs``
+// (N, 3) the weights are the directional ones (the table gradient of grad_x . dirs, second order).
 template <int F>
-void backward_level(const float* x, int64_t n, const Level& lv, const float* gout, int64_t stride, int64_t col) {
+void backward_level(const float* x, int64_t n, const Level& lv, const float* gout, int64_t stride, int64_t col, const float* dirs) {
   std::memset(lv.grad, 0, sizeof(float) * lv.rows * F);
   Cell cells[kBlock];
+  const float res = static_cast<float>(lv.res);
   for (int64_t p0 = 0; p0 < n; p0 += kBlock) {
     const int64_t nb = std::min<int64_t>(kBlock, n - p0);
     for (int64_t b = 0; b < nb; ++b) {
@@ -161,16 +180,22 @@ void backward_level(const float* x, int64_t n, const Level& lv, const float* gou
     for (int64_t b = 0; b < nb; ++b) {
       const Cell& c = cells[b];
       const float* g = gout + (p0 + b) * stride + col;
+      float wd[8];
+      const float* w = c.w;
+      if (dirs != nullptr) {
+        directional_weights(c, dirs + 3 * (p0 + b), res, wd);
+        w = wd;
+      }
       for (int q = 0; q < 8; ++q) {
         float* row = lv.grad + c.row[q] * F;
-        for (int f = 0; f < F; ++f) row[f] += c.w[q] * g[f];
+        for (int f = 0; f < F; ++f) row[f] += w[q] * g[f];
       }
     }
   }
 }
 
 template <int F>
-void backward_tables_impl(const float* x, int64_t n, const std::vector<Level>& levels, const float* gout) {
+void backward_tables_impl(const float* x, int64_t n, const std::vector<Level>& levels, const float* gout, const float* dirs) {
   const int64_t L = static_cast<int64_t>(levels.size());
   const int64_t stride = L * F;
   // largest work first: hashed (big random-access tables) before dense, finer before coarser
@@ -188,7 +213,47 @@ void backward_tables_impl(const float* x, int64_t n, const std::vector<Level>& l
         const int64_t k = next.fetch_add(1);
         if (k >= L) break;
         const int64_t l = order[k];
-        backward_level<F>(x, n, levels[l], gout, stride, l * F);
+        backward_level<F>(x, n, levels[l], gout, stride, l * F, dirs);
+      }
+    }
+  });
+}
+
+// x-gradient of grad_x . v (second order, per point, no scatter): sum over levels and features of
+// grad_out times the trilinear blend's mixed second derivatives N_l^2 (+-1)(+-1) wa[third] (the pure
+// ones are zero), masked as the first derivative.
+template <int F>
+void hessian_x_impl(const float* x, int64_t n, const std::vector<Level>& levels, const float* gout, const float* v, float* out) {
+  const int64_t L = static_cast<int64_t>(levels.size());
+  const int64_t stride = L * F;
+  at::parallel_for(0, n, 1024, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) out[3 * p] = out[3 * p + 1] = out[3 * p + 2] = 0.0f;
+    for (int64_t l = 0; l < L; ++l) {
+      const Level& lv = levels[l];
+      const float r2 = static_cast<float>(lv.res) * static_cast<float>(lv.res);
+      for (int64_t p = begin; p < end; ++p) {
+        Cell c;
+        locate(x + 3 * p, lv, c);
+        const float* g = gout + p * stride + l * F;
+        float h01 = 0.0f, h02 = 0.0f, h12 = 0.0f;
+        for (int i = 0; i < 2; ++i)
+          for (int j = 0; j < 2; ++j)
+            for (int k = 0; k < 2; ++k) {
+              const float* feat = lv.table + c.row[4 * i + 2 * j + k] * F;
+              float gf = 0.0f;
+              for (int f = 0; f < F; ++f) gf += g[f] * feat[f];
+              const float si = i ? 1.0f : -1.0f, sj = j ? 1.0f : -1.0f, sk = k ? 1.0f : -1.0f;
+              h01 += si * sj * c.wa[2][k] * gf;
+              h02 += si * sk * c.wa[1][j] * gf;
+              h12 += sj * sk * c.wa[0][i] * gf;
+            }
+        h01 *= r2 * c.gmask[0] * c.gmask[1];
+        h02 *= r2 * c.gmask[0] * c.gmask[2];
+        h12 *= r2 * c.gmask[1] * c.gmask[2];
+        const float* vp = v + 3 * p;
+        out[3 * p] += h01 * vp[1] + h02 * vp[2];
+        out[3 * p + 1] += h01 * vp[0] + h12 * vp[2];
+        out[3 * p + 2] += h02 * vp[0] + h12 * vp[1];
       }
     }
   });
@@ -251,9 +316,17 @@ std::tuple<torch::Tensor, torch::Tensor> forward(torch::Tensor x, std::vector<to
   return {out, jac};
 }
 
-// Table gradients: one (rows_l, F) tensor per level.
+void check_dirs(const torch::Tensor& dirs, int64_t n) {
+  TORCH_CHECK(dirs.device().is_cpu() && dirs.scalar_type() == torch::kFloat32 && dirs.is_contiguous() && dirs.dim() == 2 &&
+                  dirs.size(0) == n && dirs.size(1) == 3,
+              "hashgrid_cpu: dirs must be a contiguous float32 CPU tensor of shape (N, 3)");
+}
+
+// Table gradients: one (rows_l, F) tensor per level. With a defined ``dirs`` (N, 3): the table
+// gradients of sum_n grad_x[n] . dirs[n] (grad_x = backward_x(grad_out, jac)), the second-order term.
 std::vector<torch::Tensor> backward_tables(torch::Tensor grad_out, torch::Tensor x, std::vector<torch::Tensor> tables,
-                                           std::vector<int64_t> resolutions, std::vector<bool> dense) {
+                                           std::vector<int64_t> resolutions, std::vector<bool> dense,
+                                           c10::optional<torch::Tensor> dirs) {
   check_x(x);
   TORCH_CHECK(!tables.empty(), "hashgrid_cpu: no levels");
   const int64_t F = tables[0].size(1);
@@ -267,8 +340,33 @@ std::vector<torch::Tensor> backward_tables(torch::Tensor grad_out, torch::Tensor
     grads.push_back(torch::empty_like(tables[l]));  // zeroed by the thread that owns the level
     levels[l].grad = grads.back().data_ptr<float>();
   }
-  HASHGRID_DISPATCH_F(F, backward_tables_impl<kF>(x.data_ptr<float>(), n, levels, grad_out.data_ptr<float>()));
+  const float* dirs_ptr = nullptr;
+  if (dirs.has_value() && dirs->defined()) {
+    check_dirs(*dirs, n);
+    dirs_ptr = dirs->data_ptr<float>();
+  }
+  HASHGRID_DISPATCH_F(F, backward_tables_impl<kF>(x.data_ptr<float>(), n, levels, grad_out.data_ptr<float>(), dirs_ptr));
   return grads;
+}
+
+// x-gradient of sum_n grad_x[n] . dirs[n] (the encoding's second derivative in x contracted with
+// grad_out and dirs): (N, 3).
+torch::Tensor hessian_x(torch::Tensor grad_out, torch::Tensor x, std::vector<torch::Tensor> tables,
+                        std::vector<int64_t> resolutions, std::vector<bool> dense, torch::Tensor dirs) {
+  check_x(x);
+  TORCH_CHECK(!tables.empty(), "hashgrid_cpu: no levels");
+  const int64_t F = tables[0].size(1);
+  auto levels = make_levels(tables, resolutions, dense, F);
+  const int64_t n = x.size(0), L = static_cast<int64_t>(levels.size());
+  TORCH_CHECK(grad_out.device().is_cpu() && grad_out.scalar_type() == torch::kFloat32 && grad_out.is_contiguous() &&
+                  grad_out.dim() == 2 && grad_out.size(0) == n && grad_out.size(1) == L * F,
+              "hashgrid_cpu: grad_out must be a contiguous float32 (N, L*F) CPU tensor");
+  check_dirs(dirs, n);
+  auto out = torch::empty({n, 3}, x.options());
+  if (n == 0) return out;
+  HASHGRID_DISPATCH_F(F, hessian_x_impl<kF>(x.data_ptr<float>(), n, levels, grad_out.data_ptr<float>(), dirs.data_ptr<float>(),
+                                            out.data_ptr<float>()));
+  return out;
 }
 
 // x-gradient from the forward's Jacobian: grad_x[n, a] = sum_c grad_out[n, c] jac[n, c, a], c in order.
@@ -298,6 +396,8 @@ torch::Tensor backward_x(torch::Tensor grad_out, torch::Tensor jac) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "physinv fused CPU hash-grid encoding (forward, deterministic backward)";
   m.def("forward", &forward, "x (N,3), tables, resolutions, dense, with_jacobian -> (out (N, L*F), jac (N, L*F, 3))");
-  m.def("backward_tables", &backward_tables, "grad_out, x, tables, resolutions, dense -> [grad table per level]");
+  m.def("backward_tables", &backward_tables, "grad_out, x, tables, resolutions, dense, dirs (None or (N, 3): second order) -> [grad table per level]",
+        py::arg("grad_out"), py::arg("x"), py::arg("tables"), py::arg("resolutions"), py::arg("dense"), py::arg("dirs") = py::none());
+  m.def("hessian_x", &hessian_x, "grad_out, x, tables, resolutions, dense, dirs (N, 3) -> x-gradient of grad_x . dirs (N, 3)");
   m.def("backward_x", &backward_x, "grad_out (N, C), jac (N, C, 3) -> grad_x (N, 3)");
 }
