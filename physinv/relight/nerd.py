@@ -228,8 +228,8 @@ class SGStore(nn.Module):
 
 
 class SamplingNetwork(nn.Module):
-    """gamma(x) -> trunk (width x depth, input again at depth // 2) -> sigma (ReLU); [trunk feature,
-    illumination embedding] -> width ReLU -> RGB (sigmoid): view-independent, illumination-dependent."""
+    """x -> :class:`Trunk` -> sigma (:meth:`Trunk.density`); [trunk feature, illumination embedding] ->
+    width ReLU -> RGB (sigmoid): view-independent, illumination-dependent."""
 
     def __init__(self, shape: NerdShape, lobes: int, condense_features: int):
         super().__init__()
@@ -280,7 +280,7 @@ class BrdfAutoEncoder(nn.Module):
 
 
 class DecompositionNetwork(nn.Module):
-    """gamma(x) -> trunk -> [raw sigma, direct RGB]; trunk feature -> BRDF auto-encoder; normals from
+    """x -> :class:`Trunk` -> [raw sigma, direct RGB]; trunk feature -> BRDF auto-encoder; normals from
     -grad sigma_raw. ``direct_rgb`` is the reference's auxiliary colour head that carries the early
     training (its loss fades with the schedule)."""
 

@@ -322,11 +322,9 @@ void check_dirs(const torch::Tensor& dirs, int64_t n) {
               "hashgrid_cpu: dirs must be a contiguous float32 CPU tensor of shape (N, 3)");
 }
 
-// Table gradients: one (rows_l, F) tensor per level. With a defined ``dirs`` (N, 3): the table
-// gradients of sum_n grad_x[n] . dirs[n] (grad_x = backward_x(grad_out, jac)), the second-order term.
-std::vector<torch::Tensor> backward_tables(torch::Tensor grad_out, torch::Tensor x, std::vector<torch::Tensor> tables,
-                                           std::vector<int64_t> resolutions, std::vector<bool> dense,
-                                           c10::optional<torch::Tensor> dirs) {
+// The levels of a backward call, after checking x and grad_out (N, L*F) against the tables.
+std::vector<Level> backward_levels(const torch::Tensor& grad_out, const torch::Tensor& x, const std::vector<torch::Tensor>& tables,
+                                   const std::vector<int64_t>& resolutions, const std::vector<bool>& dense) {
   check_x(x);
   TORCH_CHECK(!tables.empty(), "hashgrid_cpu: no levels");
   const int64_t F = tables[0].size(1);
@@ -335,6 +333,16 @@ std::vector<torch::Tensor> backward_tables(torch::Tensor grad_out, torch::Tensor
   TORCH_CHECK(grad_out.device().is_cpu() && grad_out.scalar_type() == torch::kFloat32 && grad_out.is_contiguous() &&
                   grad_out.dim() == 2 && grad_out.size(0) == n && grad_out.size(1) == L * F,
               "hashgrid_cpu: grad_out must be a contiguous float32 (N, L*F) CPU tensor");
+  return levels;
+}
+
+// Table gradients: one (rows_l, F) tensor per level. With a defined ``dirs`` (N, 3): the table
+// gradients of sum_n grad_x[n] . dirs[n] (grad_x = backward_x(grad_out, jac)), the second-order term.
+std::vector<torch::Tensor> backward_tables(torch::Tensor grad_out, torch::Tensor x, std::vector<torch::Tensor> tables,
+                                           std::vector<int64_t> resolutions, std::vector<bool> dense,
+                                           c10::optional<torch::Tensor> dirs) {
+  auto levels = backward_levels(grad_out, x, tables, resolutions, dense);
+  const int64_t F = tables[0].size(1), n = x.size(0), L = static_cast<int64_t>(levels.size());
   std::vector<torch::Tensor> grads;
   for (int64_t l = 0; l < L; ++l) {
     grads.push_back(torch::empty_like(tables[l]));  // zeroed by the thread that owns the level
@@ -353,14 +361,8 @@ std::vector<torch::Tensor> backward_tables(torch::Tensor grad_out, torch::Tensor
 // grad_out and dirs): (N, 3).
 torch::Tensor hessian_x(torch::Tensor grad_out, torch::Tensor x, std::vector<torch::Tensor> tables,
                         std::vector<int64_t> resolutions, std::vector<bool> dense, torch::Tensor dirs) {
-  check_x(x);
-  TORCH_CHECK(!tables.empty(), "hashgrid_cpu: no levels");
-  const int64_t F = tables[0].size(1);
-  auto levels = make_levels(tables, resolutions, dense, F);
-  const int64_t n = x.size(0), L = static_cast<int64_t>(levels.size());
-  TORCH_CHECK(grad_out.device().is_cpu() && grad_out.scalar_type() == torch::kFloat32 && grad_out.is_contiguous() &&
-                  grad_out.dim() == 2 && grad_out.size(0) == n && grad_out.size(1) == L * F,
-              "hashgrid_cpu: grad_out must be a contiguous float32 (N, L*F) CPU tensor");
+  auto levels = backward_levels(grad_out, x, tables, resolutions, dense);
+  const int64_t F = tables[0].size(1), n = x.size(0);
   check_dirs(dirs, n);
   auto out = torch::empty({n, 3}, x.options());
   if (n == 0) return out;
