@@ -165,8 +165,10 @@ def _check_nerd(out: RelightConfig) -> RelightConfig:
         for name in ("hash_levels", "log2_table_size", "hash_base_resolution"):
             if getattr(out, name) < 1:
                 raise PhysinvError(f"{name}: must be >= 1, got {getattr(out, name)}")
-        if out.hash_features not in (1, 2, 4, 8):
-            raise PhysinvError(f"hash_features: must be 1, 2, 4 or 8, got {out.hash_features}")
+        from physinv.core.hashgrid_cpu import SUPPORTED_FEATURES  # the fused CPU kernel's
+
+        if out.hash_features not in SUPPORTED_FEATURES:
+            raise PhysinvError(f"hash_features: must be {', '.join(map(str, SUPPORTED_FEATURES[:-1]))} or {SUPPORTED_FEATURES[-1]}, got {out.hash_features}")
         if out.hash_finest_resolution is not None and out.hash_finest_resolution < out.hash_base_resolution:
             raise PhysinvError(f"hash_finest_resolution: must be >= hash_base_resolution ({out.hash_base_resolution}), got {out.hash_finest_resolution}")
         if out.hash_lr <= 0:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from physinv.core import sg
+from physinv.core.encoding import HashGridEncoding
 from physinv.core.metrics import mse_to_psnr
 from physinv.core.train import CHECKPOINT_NAME, RunProgress, fit, load_checkpoint, seed_everything
 from physinv.errors import input_error
@@ -51,7 +52,7 @@ def build_nerd(cfg: RelightConfig, sets: int, mean: sg.SGLight | None = None) ->
 def nerd_optimizer(model: NerdModel, cfg: RelightConfig) -> torch.optim.Adam:
     """Adam at ``lr`` (reference); with hash-grid trunks their tables in a group of their own at
     ``hash_lr`` with instant-ngp's betas (0.9, 0.99) and eps 1e-15 (the tables' gradients are tiny)."""
-    tables = [p for name, p in model.named_parameters() if ".grid.tables." in name]
+    tables = [p for m in model.modules() if isinstance(m, HashGridEncoding) for p in m.tables]
     if not tables:
         return torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ids = {id(p) for p in tables}

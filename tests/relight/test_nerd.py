@@ -83,6 +83,16 @@ def two_light_scene(tmp_path_factory):
     return synthesize(tmp_path_factory.mktemp("two_lights") / "data", views=10, test_views=2, res=32, spp=8, lights=2, test_light=True, seed=1, progress=False)
 
 
+def background_only_psnr(data) -> float:
+    """The trivial answer on the test split: PSNR of the background colour alone, every pixel, mean over views."""
+    from physinv.io.dataset import load_views
+    from physinv.relight.api import masked_psnr
+
+    views = load_views(data, "test")
+    every = torch.ones(views.images.shape[1:3], dtype=torch.bool)
+    return sum(masked_psnr(views.background.expand_as(im), im, every) for im in views.images) / len(views)
+
+
 @pytest.fixture(scope="module")
 def fitted(two_light_scene, tmp_path_factory, one_thread):
     run = tmp_path_factory.mktemp("nerd") / "run"
@@ -114,15 +124,12 @@ def test_sets_are_tied_and_start_from_one_mean(two_light_scene, tmp_path, one_th
 def test_tiny_fit_beats_trivial_answers_on_held_out_views(fitted, tmp_path):
     """Held-out views under the training lights (learnt illuminations): the run's own render beats
     the background-only image; relit under the unseen light: beats the untrained model."""
-    from physinv.io.dataset import load_views
-    from physinv.relight.api import evaluate, load_run, masked_psnr
+    from physinv.relight.api import evaluate, load_run
 
     data, run = fitted
     test = evaluate(load_run(run), data, "test", fit_steps=50)
     assert test["lights_used"] == {"learnt": 2, "fitted": 0}
-    views = load_views(data, "test")
-    every = torch.ones(views.images.shape[1:3], dtype=torch.bool)
-    blank = sum(masked_psnr(views.background.expand_as(im), im, every) for im in views.images) / len(views)
+    blank = background_only_psnr(data)
     print("nerd tiny fit:", test["psnr_render"], blank)
     assert test["psnr_render"] > blank + 2.0, (test["psnr_render"], blank)
     relit = evaluate(load_run(run), data, "relight", fit_steps=50)
@@ -161,8 +168,7 @@ def test_hashgrid_variant_fits_and_trains_its_tables_at_their_own_rate(two_light
     (instant-ngp's betas and eps) under the same schedule as the rest; the run reloads with its
     encoding."""
     from physinv.core.train import load_checkpoint
-    from physinv.io.dataset import load_views
-    from physinv.relight.api import evaluate, load_run, masked_psnr
+    from physinv.relight.api import evaluate, load_run
     from physinv.relight.nerd_fit import schedule
 
     tiny = {**{k: v for k, v in TINY.items() if k != "net_depth"}, "hash_levels": 4, "log2_table_size": 12}
@@ -176,9 +182,7 @@ def test_hashgrid_variant_fits_and_trains_its_tables_at_their_own_rate(two_light
     assert [g["eps"] for g in groups] == [1e-8, 1e-15] and len(groups[1]["params"]) == 2 * 4  # two networks' tables
     assert groups[1]["lr"] == pytest.approx(result.config.hash_lr * factor, rel=0.05) and groups[0]["lr"] == pytest.approx(TINY["lr"] * factor, rel=0.05)
     test = evaluate(loaded, two_light_scene, "test", fit_steps=50)
-    views = load_views(two_light_scene, "test")
-    every = torch.ones(views.images.shape[1:3], dtype=torch.bool)
-    blank = sum(masked_psnr(views.background.expand_as(im), im, every) for im in views.images) / len(views)
+    blank = background_only_psnr(two_light_scene)
     print("nerd hashgrid tiny fit:", test["psnr_render"], blank)
     assert test["psnr_render"] > blank + 4.0, (test["psnr_render"], blank)
     x = torch.rand(500, 3) * 1.6 - 0.8
