@@ -95,9 +95,17 @@ def sample_rays(views: ViewSet, n: int, generator: torch.Generator | None = None
     view, pix = flat // (h * w), flat % (h * w)
     v, u = pix // w + (H - h) // 2, pix % w + (W - w) // 2
     if exclude is not None:
-        right = torch.where(u + 1 < (W - w) // 2 + w, 1, -1)
-        u = u + exclude[view, v, u] * right
+        u = step_off_held_out(exclude, view, v, u, (W - w) // 2 + w)
     return _pixel_rays(views, view, v, u)
+
+
+def step_off_held_out(exclude: Tensor, view: Tensor, v: Tensor, u: Tensor, width: int) -> Tensor:
+    """Columns ``u`` (n,) of drawn pixels (``view``, ``v``, ``u``) with every draw that landed on a
+    held-out pixel of ``exclude`` (N, H, W) moved to its right-hand neighbour (its left one when
+    that would reach column ``width``). Held-out pixels sit in even columns only
+    (:func:`holdout_pixels`), so the neighbour never is one."""
+    right = torch.where(u + 1 < width, 1, -1)
+    return u + exclude[view, v, u] * right
 
 
 def _pixel_rays(views: ViewSet, view: Tensor, v: Tensor, u: Tensor) -> RayBatch:

@@ -98,8 +98,13 @@ class RelightRun:
         return sg.fit_envmap(t, lobes=lobes or self.config.lobes, steps=steps, to_world=to_world)
 
 
-def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> RelightRun:
-    """Load ``<run_dir>/checkpoint.pt`` written by ``relight fit`` (``weights_only``)."""
+def load_run(run_dir: str | Path, device: torch.device | str = "cpu", weights: str = "kept") -> RelightRun:
+    """Load ``<run_dir>/checkpoint.pt`` written by ``relight fit`` (``weights_only``).
+
+    ``weights``: ``kept`` — the model early stopping kept (NeRD with ``val_fraction`` > 0, see
+    ``relight.nerd_fit``), the last one where the run kept none; ``last`` — the last step's."""
+    if weights not in ("kept", "last"):
+        raise ValueError(f"weights must be 'kept' or 'last', got {weights!r}")
     run_dir = Path(run_dir)
     ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=device)
     conf = ckpt.get("config", {})
@@ -107,7 +112,8 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> Relight
         raise input_error(run_dir / CHECKPOINT_NAME, "config.relight", "not a relight run (fitted by `physinv relight fit`?)")
     cfg = build_config(RelightConfig, conf["relight"], str(run_dir / CHECKPOINT_NAME))
     model = build_model(cfg, len(conf.get("light_sets") or [None])).to(device)
-    model.load_state_dict(ckpt["state"]["model"])
+    kept = ckpt.get("extra", {}).get("kept", {})
+    model.load_state_dict(kept["weights"] if weights == "kept" and kept.get("weights") is not None else ckpt["state"]["model"])
     model.eval()
     return RelightRun(
         model, cfg, torch.tensor(conf["centre"], dtype=torch.float32, device=device), float(conf["scale"]), bool(conf["linear"]),

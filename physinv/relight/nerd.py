@@ -34,7 +34,9 @@ where the proposal is short):
 The faster variant (``encoding = "hashgrid"``, :class:`NerdShape`): both networks' Fourier features
 and deep trunks replaced by instant-ngp's hash encoding and one hidden layer (the density exp(raw - 1)
 instead of a ReLU), everything else as above; the normals stay -grad sigma by autograd, through
-the fused CPU kernel's second-order backward (``core.hashgrid_cpu``). Measured in benchmarks/RESULTS.md.
+the fused CPU kernel's second-order backward (``core.hashgrid_cpu``). By default it also anneals its
+learning rate over the run's last quarter and keeps its best model on 1 % held-out pixels
+(``RelightConfig.anneal_fraction`` / ``val_fraction``, ``relight.nerd_fit``). Measured in benchmarks/RESULTS.md.
 
 Choices where the proposal is silent, taken from the reference code unless said otherwise
 (tests in ``tests/relight/test_nerd.py``):

@@ -1,12 +1,16 @@
 """Fit NeRD (``relight.nerd``) to posed, masked photos under varying light, through ``core.train.fit``.
 
 One training image per step (reference): ``batch_rays`` random pixels of it, its illumination set
-and exposure; losses and schedule in ``relight.nerd``'s docstring (note 6).
+and exposure; losses and schedule in ``relight.nerd``'s docstring (note 6). With ``val_fraction`` > 0
+(the hash-grid variant's default) that share of the training pixels is held out and the model with
+the best PSNR on them is kept (``core.train.KeptWeights``, in the checkpoint's ``extra.kept``), as
+the NeRF's early stopping (``physinv.nerf.train``).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,9 +19,10 @@ import torch
 from physinv.core import sg
 from physinv.core.encoding import HashGridEncoding
 from physinv.core.metrics import mse_to_psnr
-from physinv.core.train import CHECKPOINT_NAME, RunProgress, fit, load_checkpoint, seed_everything
+from physinv.core.train import CHECKPOINT_NAME, KeptWeights, RunProgress, fit, load_checkpoint, seed_everything
 from physinv.errors import input_error
 from physinv.io.dataset import light_sets
+from physinv.nerf.train import RayBatch, holdout_pixels, step_off_held_out
 from physinv.relight.config import RelightConfig
 from physinv.relight.data import load_relight_views
 from physinv.relight.nerd import (
@@ -81,10 +86,15 @@ def frame_exposures(extras: list[dict], source) -> list[float]:
     return out
 
 
-def schedule(fraction: float, paper_steps: float = PAPER_STEPS) -> dict[str, float]:
-    """The reference's schedule at the paper step s = ``paper_steps`` x ``fraction`` of the run (note 6)."""
+def schedule(fraction: float, paper_steps: float = PAPER_STEPS, anneal_fraction: float = 0.0, anneal_lr_factor: float = 0.01) -> dict[str, float]:
+    """The reference's schedule at the paper step s = ``paper_steps`` x ``fraction`` of the run (note 6);
+    over the run's last ``anneal_fraction`` the learning rate also decays exponentially to
+    ``anneal_lr_factor`` x (the hash-grid variant's annealing, ``RelightConfig``)."""
     s = paper_steps * fraction
-    return {"lr_factor": 0.1 ** (s / 250_000), "colour": 0.75 ** (s / 1500), "advanced": 0.9 ** (s / 5000), "first_phase": float(s < 1000)}
+    lr_factor = 0.1 ** (s / 250_000)
+    if anneal_fraction > 0:
+        lr_factor *= anneal_lr_factor ** (max(0.0, fraction - (1.0 - anneal_fraction)) / anneal_fraction)
+    return {"lr_factor": lr_factor, "colour": 0.75 ** (s / 1500), "advanced": 0.9 ** (s / 5000), "first_phase": float(s < 1000)}
 
 
 def train_nerd(data_dir: str | Path, run_dir: str | Path, cfg: RelightConfig, device: torch.device, max_minutes: float | None = None, quiet: bool = False):
@@ -112,15 +122,40 @@ def train_nerd(data_dir: str | Path, run_dir: str | Path, cfg: RelightConfig, de
     frame_set_t = torch.tensor(frame_set)
     wb_target = torch.tensor(wb_value, dtype=torch.float32, device=device)
     pixels = torch.stack(torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij"), -1).reshape(-1, 2)
+    exclude = kept = None
+    if cfg.val_fraction > 0:  # early stopping on training pixels never trained on
+        n_val = max(1, min(cfg.eval_rays, round(cfg.val_fraction * n_views * h * w)))
+        exclude, val_rays = holdout_pixels(views, n_val, torch.Generator(device=device).manual_seed(cfg.seed + 2))
+        kept = KeptWeights(model)
+    exposure_t = torch.tensor(exposures, dtype=torch.float32, device=device)
+
+    @torch.no_grad()
+    def display_of(rays: RayBatch, chunk: int = 1024) -> torch.Tensor:
+        """The decomposition pass's pixels (R, 3) of ``rays``, each under its frame's learnt light and exposure."""
+        pred = torch.empty_like(rays.colors)
+        sets = frame_set_t.to(device)[rays.view]
+        for k in sets.unique().tolist():
+            for idx in (sets == k).nonzero().squeeze(1).split(chunk):
+                out = model.render_rays(rays.origins[idx], rays.dirs[idx], light=model.light(k), differentiable=False, perturb=False)
+                pred[idx] = rendered_display(out, exposure_t[rays.view[idx], None], views.background, rv.linear)
+        return pred
+
+    def eval_fn(step: int) -> dict[str, float]:
+        t0 = time.perf_counter()
+        val_psnr = float(mse_to_psnr((display_of(val_rays) - val_rays.colors).square().mean()))
+        kept.update(val_psnr, step)
+        return {"val_psnr": val_psnr, "kept_step": kept.step, "eval_seconds": time.perf_counter() - t0}
 
     def step_fn(step: int) -> dict[str, float]:
-        sched = schedule(progress.fraction(step), cfg.schedule_paper_steps)
+        sched = schedule(progress.fraction(step), cfg.schedule_paper_steps, cfg.anneal_fraction, cfg.anneal_lr_factor)
         for group in optimizer.param_groups:
             group["lr"] = group.get("base_lr", cfg.lr) * sched["lr_factor"]
         view = int(torch.randint(0, n_views, (1,)))
         light_index = int(frame_set_t[view])
         pix = pixels[torch.randint(0, h * w, (cfg.batch_rays,))]
         v, u = pix[:, 0].to(device), pix[:, 1].to(device)
+        if exclude is not None:
+            u = step_off_held_out(exclude, torch.full_like(u, view), v, u, w)
         o, d = views.rays(view, torch.stack([u, v], -1).float() + 0.5)
         target, mask = views.images[view, v, u], rv.masks[view, v, u]
         # white balance (no gradient): unclipped in the first phase, every illumination brought to grey
@@ -172,6 +207,10 @@ def train_nerd(data_dir: str | Path, run_dir: str | Path, cfg: RelightConfig, de
         desc="relight/nerd",
         quiet=quiet,
         progress=progress,
+        eval_fn=eval_fn if kept is not None else None,
+        eval_every=cfg.eval_every,
+        extra_state=(lambda: {"kept": kept.state_dict()}) if kept is not None else None,
+        load_extra_state=(lambda extra: kept.load_state_dict(extra["kept"]) if "kept" in extra else None) if kept is not None else None,
     )
     (run_dir / "config.json").write_text(json.dumps(ckpt_config, indent=2) + "\n")
-    return RelightTrainResult(result, cfg, result.last.get("psnr"))
+    return RelightTrainResult(result, cfg, result.last.get("psnr"), kept.step if kept is not None else None)

@@ -34,6 +34,7 @@ class RelightTrainResult:
     fit: FitResult
     config: RelightConfig
     train_psnr: float | None
+    kept_step: int | None = None  # NeRD with val_fraction > 0: the step of the model early stopping kept
 
 
 def build_model(cfg: RelightConfig, light_sets: int = 1):
