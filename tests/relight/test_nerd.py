@@ -201,14 +201,12 @@ def test_hashgrid_variant_anneals_and_keeps_its_best_model_on_held_out_pixels(tw
     import physinv.relight.nerd_fit as nerd_fit
     from physinv.core.train import CHECKPOINT_NAME, LOG_NAME, JsonlLog, load_checkpoint, save_checkpoint
     from physinv.relight.api import load_run
+    from physinv.relight.config import resolve
     from physinv.relight.data import load_relight_views
 
-    from physinv.relight.config import resolve
-
-    assert resolve(RelightConfig(method="nerd", encoding="hashgrid")).val_fraction == 0.01
-    assert resolve(RelightConfig(method="nerd")).val_fraction == 0.0  # the paper's networks: the reference keeps its last model
     variant, paper = resolve(RelightConfig(method="nerd", encoding="hashgrid")), resolve(RelightConfig(method="nerd"))
-    assert (variant.anneal_fraction, variant.anneal_lr_factor, paper.anneal_fraction) == (0.25, 0.01, 0.0)
+    assert (variant.val_fraction, variant.anneal_fraction, variant.anneal_lr_factor) == (0.01, 0.25, 0.01)
+    assert (paper.val_fraction, paper.anneal_fraction) == (0.0, 0.0)  # the paper's networks: the reference's schedule, its last model
     steps = variant.schedule_paper_steps
     assert nerd_fit.schedule(0.75, steps, 0.25, 0.01)["lr_factor"] == nerd_fit.schedule(0.75, steps)["lr_factor"]  # annealing starts at 3/4
     assert nerd_fit.schedule(1.0, steps, 0.25, 0.01)["lr_factor"] == pytest.approx(0.01 * nerd_fit.schedule(1.0, steps)["lr_factor"], rel=1e-9)
@@ -346,6 +344,9 @@ def test_bad_input(fitted, tmp_path, cli_error):
     toml.write_text("val_fraction = 1.0\n")
     line = cli_error(["relight", "fit", str(data), "--method", "nerd", "--config", str(toml), "--out", str(tmp_path / "run"), "--steps", "1", "--device", "cpu", "--quiet"])
     assert line == "physinv: error: val_fraction: must be in [0, 1), got 1.0"
+    toml.write_text("anneal_lr_factor = 0.0\n")
+    line = cli_error(["relight", "fit", str(data), "--method", "nerd", "--config", str(toml), "--out", str(tmp_path / "run"), "--steps", "1", "--device", "cpu", "--quiet"])
+    assert line == "physinv: error: anneal_lr_factor: must be in (0, 1], got 0.0"
     toml.write_text("val_fraction = 0.01\n")
     line = cli_error(["relight", "fit", str(data), "--config", str(toml), "--out", str(tmp_path / "run"), "--steps", "1", "--device", "cpu", "--quiet"])
     assert line == "physinv: error: val_fraction: 0.01 is a NeRD option (--method nerd); PhySG keeps its last model"
