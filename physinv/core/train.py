@@ -180,6 +180,18 @@ class KeptWeights:
         self.info, self.weights = dict(state.get("info", {})), state["weights"]
 
 
+def checkpoint_weights(ckpt: Mapping[str, Any], weights: str = "kept") -> tuple[dict[str, torch.Tensor], int]:
+    """The model weights of a :func:`fit` checkpoint and the step they come from. ``weights``:
+    ``kept`` — the ones early stopping kept (``extra.kept``, a :class:`KeptWeights` state) where the
+    run has them, else the last step's; ``last`` — the last step's."""
+    if weights not in ("kept", "last"):
+        raise ValueError(f"weights must be 'kept' or 'last', got {weights!r}")
+    kept = ckpt.get("extra", {}).get("kept", {})
+    if weights == "kept" and kept.get("weights") is not None:
+        return kept["weights"], int(kept["step"])
+    return ckpt["state"]["model"], int(ckpt["step"])
+
+
 @dataclass
 class FitResult:
     step: int  # number of steps completed in total (across resumes)

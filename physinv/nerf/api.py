@@ -23,7 +23,7 @@ from torch import Tensor
 
 from physinv.core.camera import image_rays
 from physinv.core.metrics import chamfer_distance, psnr, ssim
-from physinv.core.train import CHECKPOINT_NAME, load_checkpoint
+from physinv.core.train import CHECKPOINT_NAME, checkpoint_weights, load_checkpoint
 from physinv.errors import input_error
 from physinv.io.dataset import load_views
 from physinv.nerf.config import NerfConfig
@@ -132,8 +132,6 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu", weights: s
     ``weights``: ``kept`` — the model early stopping kept (best validation PSNR, see
     :mod:`physinv.nerf.train`) where the run has one, else the last step's; ``last`` — the last
     step's. :attr:`NerfRun.step` is the step the loaded weights come from."""
-    if weights not in ("kept", "last"):
-        raise ValueError(f"weights must be 'kept' or 'last', got {weights!r}")
     run_dir = Path(run_dir)
     ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=device)
     cfg_dict = ckpt.get("config", {})
@@ -145,9 +143,8 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu", weights: s
     aabb = torch.tensor(cfg_dict["aabb"], dtype=torch.float32, device=device)
     code_lights = list(cfg_dict.get("appearance_lights") or [])
     model = build_model(config, aabb, len(code_lights)).to(device)
-    kept = ckpt.get("extra", {}).get("kept", {})
-    use_kept = weights == "kept" and kept.get("weights") is not None
-    model.load_state_dict(kept["weights"] if use_kept else ckpt["state"]["model"])
+    state, step = checkpoint_weights(ckpt, weights)
+    model.load_state_dict(state)
     model.eval()
     return NerfRun(
         model=model,
@@ -158,7 +155,7 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu", weights: s
         height=int(cfg_dict["height"]),
         data=Path(cfg_dict["data"]) if cfg_dict.get("data") else None,
         run_dir=run_dir,
-        step=int(kept["step"]) if use_kept else int(ckpt["step"]),
+        step=step,
         appearance_lights=code_lights,
     )
 

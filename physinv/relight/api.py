@@ -34,7 +34,7 @@ from physinv.config import build_config
 from physinv.core import sg
 from physinv.core.metrics import mse_to_psnr
 from physinv.core.camera import image_rays
-from physinv.core.train import CHECKPOINT_NAME, load_checkpoint
+from physinv.core.train import CHECKPOINT_NAME, checkpoint_weights, load_checkpoint
 from physinv.errors import input_error
 from physinv.io.dataset import load_views
 from physinv.io.images import linear_to_srgb, srgb_to_linear
@@ -103,8 +103,6 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu", weights: s
 
     ``weights``: ``kept`` — the model early stopping kept (NeRD with ``val_fraction`` > 0, see
     ``relight.nerd_fit``), the last one where the run kept none; ``last`` — the last step's."""
-    if weights not in ("kept", "last"):
-        raise ValueError(f"weights must be 'kept' or 'last', got {weights!r}")
     run_dir = Path(run_dir)
     ckpt = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=device)
     conf = ckpt.get("config", {})
@@ -112,8 +110,7 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu", weights: s
         raise input_error(run_dir / CHECKPOINT_NAME, "config.relight", "not a relight run (fitted by `physinv relight fit`?)")
     cfg = build_config(RelightConfig, conf["relight"], str(run_dir / CHECKPOINT_NAME))
     model = build_model(cfg, len(conf.get("light_sets") or [None])).to(device)
-    kept = ckpt.get("extra", {}).get("kept", {})
-    model.load_state_dict(kept["weights"] if weights == "kept" and kept.get("weights") is not None else ckpt["state"]["model"])
+    model.load_state_dict(checkpoint_weights(ckpt, weights)[0])
     model.eval()
     return RelightRun(
         model, cfg, torch.tensor(conf["centre"], dtype=torch.float32, device=device), float(conf["scale"]), bool(conf["linear"]),

@@ -128,12 +128,13 @@ def train_nerd(data_dir: str | Path, run_dir: str | Path, cfg: RelightConfig, de
         exclude, val_rays = holdout_pixels(views, n_val, torch.Generator(device=device).manual_seed(cfg.seed + 2))
         kept = KeptWeights(model)
     exposure_t = torch.tensor(exposures, dtype=torch.float32, device=device)
+    frame_set_on_device = frame_set_t.to(device)
 
     @torch.no_grad()
     def display_of(rays: RayBatch, chunk: int = 1024) -> torch.Tensor:
         """The decomposition pass's pixels (R, 3) of ``rays``, each under its frame's learnt light and exposure."""
         pred = torch.empty_like(rays.colors)
-        sets = frame_set_t.to(device)[rays.view]
+        sets = frame_set_on_device[rays.view]
         for k in sets.unique().tolist():
             for idx in (sets == k).nonzero().squeeze(1).split(chunk):
                 out = model.render_rays(rays.origins[idx], rays.dirs[idx], light=model.light(k), differentiable=False, perturb=False)

@@ -239,8 +239,8 @@ def test_hashgrid_variant_anneals_and_keeps_its_best_model_on_held_out_pixels(tw
     views = load_relight_views(two_light_scene, "train", "cpu").views
     n_val = round(0.05 * views.images[..., 0].numel())
     _, val = nerd_fit.holdout_pixels(views, n_val, torch.Generator().manual_seed(RelightConfig().seed + 2))
+    frame_set, _ = light_sets(list(views.lights))
     for loaded, logged in [(load_run(run), best["val_psnr"]), (load_run(run, weights="last"), evals[-1]["val_psnr"])]:
-        frame_set, _ = light_sets(list(views.lights))
         pred = torch.empty_like(val.colors)
         with torch.no_grad():
             for i in range(len(val.colors)):
