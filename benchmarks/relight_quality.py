@@ -193,7 +193,7 @@ def nerd_main(args) -> int:
     run = load_run(nerd_dir, device)
     test, relit = evaluate(run, data, "test"), evaluate(run, data, "relight")
     result["nerd"] = {
-        "encoding": args.nerd_encoding, "steps": res.fit.step, "kept_step": res.kept_step, "fit_seconds": round(res.fit.elapsed_s, 1), "test_psnr_render": test["psnr_render"], "test_psnr_aligned": test["psnr"],
+        "encoding": args.nerd_encoding, "steps": res.fit.step, "kept_step": res.kept_step, "roughness_restart_step": res.roughness_restart_step, "fit_seconds": round(res.fit.elapsed_s, 1), "test_psnr_render": test["psnr_render"], "test_psnr_aligned": test["psnr"],
         "relit_psnr": relit["psnr"], "relit_ssim": relit["ssim"], "relit_no_relight_psnr": relit["psnr_no_relight"],
         "albedo_psnr": relit.get("albedo_psnr"), "normal_error_deg": relit.get("normal_error_deg"),
     }

@@ -52,7 +52,7 @@ def fit(
     emit_metrics({
         "method": result.config.method, "step": result.fit.step, "stopped_by": result.fit.stopped_by,
         "train_seconds": round(result.fit.elapsed_s, 2), "train_psnr": result.train_psnr,
-        "roughness": result.fit.last.get("roughness"), "specular": result.fit.last.get("specular"), "kept_step": result.kept_step,
+        "roughness": result.fit.last.get("roughness"), "specular": result.fit.last.get("specular"), "kept_step": result.kept_step, "roughness_restart_step": result.roughness_restart_step,
     }, out)
 
 

@@ -35,8 +35,9 @@ The faster variant (``encoding = "hashgrid"``, :class:`NerdShape`): both network
 and deep trunks replaced by instant-ngp's hash encoding and one hidden layer (the density exp(raw - 1)
 instead of a ReLU), everything else as above; the normals stay -grad sigma by autograd, through
 the fused CPU kernel's second-order backward (``core.hashgrid_cpu``). By default it also anneals its
-learning rate over the run's last quarter and keeps its best model on 1 % held-out pixels
-(``RelightConfig.anneal_fraction`` / ``val_fraction``, ``relight.nerd_fit``). Measured in benchmarks/RESULTS.md.
+learning rate over the run's last quarter, restarts its roughness output at 0.5 when that begins,
+and keeps its best model on 1 % held-out pixels (``RelightConfig.anneal_fraction`` /
+``restart_roughness`` / ``val_fraction``, ``relight.nerd_fit``). Measured in benchmarks/RESULTS.md.
 
 Choices where the proposal is silent, taken from the reference code unless said otherwise
 (tests in ``tests/relight/test_nerd.py``):
@@ -274,6 +275,20 @@ class BrdfAutoEncoder(nn.Module):
             "metallic": raw[:, 3:4],
             "roughness": self.min_roughness + (1.0 - self.min_roughness) * raw[:, 4:5],
         }
+
+    @torch.no_grad()
+    def restart_roughness_(self, optimizer: torch.optim.Optimizer, roughness: float = 0.5) -> None:
+        """Restart the roughness output at ``roughness`` everywhere: its row of the last layer zeroed, its
+        bias at the matching logit, and that row's Adam moments cleared (``RelightConfig.restart_roughness``)."""
+        layer = self.decoder[-1]
+        share = (roughness - self.min_roughness) / (1.0 - self.min_roughness)
+        layer.weight[4].zero_()
+        layer.bias[4] = math.log(share / (1.0 - share))
+        for param in (layer.weight, layer.bias):
+            state = optimizer.state.get(param, {})
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in state:
+                    state[key][4].zero_()
 
     def latent_penalty(self, weight: float) -> Tensor:
         """``weight`` x sum of squared weights of the latent layer (the reference's kernel regulariser,

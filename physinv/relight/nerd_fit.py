@@ -39,6 +39,7 @@ from physinv.relight.nerd import (
 )
 
 PAPER_STEPS = 300_000  # the reference's 300 epochs x 1000 steps
+RESTART_ROUGHNESS = 0.5  # where the roughness output restarts when annealing begins (RelightConfig.restart_roughness)
 
 
 def build_nerd(cfg: RelightConfig, sets: int, mean: sg.SGLight | None = None) -> NerdModel:
@@ -127,6 +128,7 @@ def train_nerd(data_dir: str | Path, run_dir: str | Path, cfg: RelightConfig, de
         n_val = max(1, min(cfg.eval_rays, round(cfg.val_fraction * n_views * h * w)))
         exclude, val_rays = holdout_pixels(views, n_val, torch.Generator(device=device).manual_seed(cfg.seed + 2))
         kept = KeptWeights(model)
+    restart = {"step": None}  # the step the roughness output restarted at (RelightConfig.restart_roughness)
     exposure_t = torch.tensor(exposures, dtype=torch.float32, device=device)
     frame_set_on_device = frame_set_t.to(device)
 
@@ -148,7 +150,11 @@ def train_nerd(data_dir: str | Path, run_dir: str | Path, cfg: RelightConfig, de
         return {"val_psnr": val_psnr, "kept_step": kept.step, "eval_seconds": time.perf_counter() - t0}
 
     def step_fn(step: int) -> dict[str, float]:
-        sched = schedule(progress.fraction(step), cfg.schedule_paper_steps, cfg.anneal_fraction, cfg.anneal_lr_factor)
+        fraction = progress.fraction(step)
+        sched = schedule(fraction, cfg.schedule_paper_steps, cfg.anneal_fraction, cfg.anneal_lr_factor)
+        if cfg.restart_roughness and restart["step"] is None and fraction >= 1.0 - cfg.anneal_fraction:
+            model.fine.brdf.restart_roughness_(optimizer, RESTART_ROUGHNESS)
+            restart["step"] = step
         for group in optimizer.param_groups:
             group["lr"] = group.get("base_lr", cfg.lr) * sched["lr_factor"]
         view = int(torch.randint(0, n_views, (1,)))
@@ -191,6 +197,14 @@ def train_nerd(data_dir: str | Path, run_dir: str | Path, cfg: RelightConfig, de
             "roughness": float(out["roughness"].detach()[out["hit"]].mean()) if out["hit"].any() else float("nan"),
         }
 
+    def extra_state() -> dict:
+        return {"roughness_restart": restart["step"], **({"kept": kept.state_dict()} if kept is not None else {})}
+
+    def load_extra_state(extra: dict) -> None:
+        restart["step"] = extra.get("roughness_restart")
+        if kept is not None and "kept" in extra:
+            kept.load_state_dict(extra["kept"])
+
     ckpt_config = {**rv.run_config(cfg, data_dir), "light_name": set_names[0], "light_sets": set_names, "frame_light": frame_set}
     if ckpt_path.is_file():
         saved = load_checkpoint(ckpt_path)["config"]
@@ -210,8 +224,8 @@ def train_nerd(data_dir: str | Path, run_dir: str | Path, cfg: RelightConfig, de
         progress=progress,
         eval_fn=eval_fn if kept is not None else None,
         eval_every=cfg.eval_every,
-        extra_state=(lambda: {"kept": kept.state_dict()}) if kept is not None else None,
-        load_extra_state=(lambda extra: kept.load_state_dict(extra["kept"]) if "kept" in extra else None) if kept is not None else None,
+        extra_state=extra_state,
+        load_extra_state=load_extra_state,
     )
     (run_dir / "config.json").write_text(json.dumps(ckpt_config, indent=2) + "\n")
-    return RelightTrainResult(result, cfg, result.last.get("psnr"), kept.step if kept is not None else None)
+    return RelightTrainResult(result, cfg, result.last.get("psnr"), kept.step if kept is not None else None, restart["step"])

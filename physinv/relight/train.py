@@ -35,6 +35,7 @@ class RelightTrainResult:
     config: RelightConfig
     train_psnr: float | None
     kept_step: int | None = None  # NeRD with val_fraction > 0: the step of the model early stopping kept
+    roughness_restart_step: int | None = None  # NeRD with restart_roughness: the step its roughness output restarted at
 
 
 def build_model(cfg: RelightConfig, light_sets: int = 1):

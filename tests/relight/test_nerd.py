@@ -68,6 +68,32 @@ def test_decoder_outputs_stay_in_range():
     assert float(ae.encode(torch.randn(100, 8) * 1e6).detach().abs().max()) <= 40.0
 
 
+def test_roughness_restart_sets_the_roughness_everywhere_and_clears_only_its_moments():
+    """``restart_roughness_``: a decoder saturated at roughness 1 gives 0.5 at every latent afterwards;
+    the other four outputs are unchanged and keep their Adam moments, the roughness row loses its own."""
+    torch.manual_seed(0)
+    ae = BrdfAutoEncoder(8, latent=2, min_roughness=0.1)
+    with torch.no_grad():
+        ae.decoder[-1].bias[4] = 12.0
+    optimiser = torch.optim.Adam(ae.parameters(), lr=1e-3)
+    z = torch.randn(500, 2) * 10.0
+    ae.decode(z)["base_colour_srgb"].sum().backward()
+    ae.decode(z)["roughness"].sum().backward()
+    optimiser.step()
+    with torch.no_grad():
+        before = ae.decode(z)
+        assert float(before["roughness"].min()) > 0.999
+        ae.restart_roughness_(optimiser, 0.5)
+        after = ae.decode(z)
+    torch.testing.assert_close(after["roughness"], torch.full_like(after["roughness"], 0.5))
+    torch.testing.assert_close(after["base_colour_srgb"], before["base_colour_srgb"])
+    torch.testing.assert_close(after["metallic"], before["metallic"])
+    for param in (ae.decoder[-1].weight, ae.decoder[-1].bias):
+        state = optimiser.state[param]
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert float(state[key][4].abs().max()) == 0.0 and float(state[key][:4].abs().max()) > 0.0
+
+
 def test_light_sets_tie_frames_by_name():
     per_frame, sets = light_sets(["sky1", "sky0", None, "sky1", None, "sky0"])
     assert sets == ["sky0", "sky1", None, None]
@@ -193,7 +219,8 @@ def test_hashgrid_variant_fits_and_trains_its_tables_at_their_own_rate(two_light
 
 def test_hashgrid_variant_anneals_and_keeps_its_best_model_on_held_out_pixels(two_light_scene, tmp_path, one_thread, monkeypatch):
     """The hash-grid variant's defaults beyond the paper. Annealing: over the run's last quarter the
-    rate falls exponentially to 0.01 x the reference schedule's, in both Adam groups. Early stopping
+    rate falls exponentially to 0.01 x the reference schedule's, in both Adam groups, and the
+    roughness output restarts once where it begins (not again on a resume). Early stopping
     (``val_fraction``): no training draw ever lands on a held-out pixel; after a resume from a
     checkpoint whose last weights were wrecked, the model kept is still the best validated one;
     ``load_run`` gives it (its validation PSNR re-measured equals the logged one) and
@@ -207,6 +234,8 @@ def test_hashgrid_variant_anneals_and_keeps_its_best_model_on_held_out_pixels(tw
     variant, paper = resolve(RelightConfig(method="nerd", encoding="hashgrid")), resolve(RelightConfig(method="nerd"))
     assert (variant.val_fraction, variant.anneal_fraction, variant.anneal_lr_factor) == (0.01, 0.25, 0.01)
     assert (paper.val_fraction, paper.anneal_fraction) == (0.0, 0.0)  # the paper's networks: the reference's schedule, its last model
+    assert variant.restart_roughness and not paper.restart_roughness
+    assert not resolve(RelightConfig(method="nerd", encoding="hashgrid", anneal_fraction=0.0)).restart_roughness  # it waits for the annealing
     steps = variant.schedule_paper_steps
     assert nerd_fit.schedule(0.75, steps, 0.25, 0.01)["lr_factor"] == nerd_fit.schedule(0.75, steps)["lr_factor"]  # annealing starts at 3/4
     assert nerd_fit.schedule(1.0, steps, 0.25, 0.01)["lr_factor"] == pytest.approx(0.01 * nerd_fit.schedule(1.0, steps)["lr_factor"], rel=1e-9)
@@ -222,6 +251,7 @@ def test_hashgrid_variant_anneals_and_keeps_its_best_model_on_held_out_pixels(tw
     run = tmp_path / "run"
     first = train(two_light_scene, run, RelightConfig(steps=60, encoding="hashgrid", **tiny), quiet=True)
     assert first.kept_step is not None and len(drawn) == 60 and not torch.cat(drawn).any()
+    assert first.roughness_restart_step == 45  # the first step at 3/4 of the run, where annealing begins
     ckpt = load_checkpoint(run / CHECKPOINT_NAME)
     gen = torch.Generator().manual_seed(0)
     for k, v in ckpt["state"]["model"].items():
@@ -232,6 +262,7 @@ def test_hashgrid_variant_anneals_and_keeps_its_best_model_on_held_out_pixels(tw
     evals = [r for r in JsonlLog(run / LOG_NAME).read() if r.get("eval")]
     best = max(evals, key=lambda r: r["val_psnr"])
     assert again.kept_step == best["step"] == first.kept_step <= 60 and evals[-1]["val_psnr"] < best["val_psnr"] - 1.0
+    assert again.roughness_restart_step == 45  # restarted once: the resume does not restart it again at 3/4 of 80 steps
     factor = nerd_fit.schedule(79 / 80, steps, 0.25, 0.01)["lr_factor"]  # the rate of the last step (79 of 80)
     groups = load_checkpoint(run / CHECKPOINT_NAME)["state"]["optimizer"]["param_groups"]
     assert [g["lr"] for g in groups] == pytest.approx([TINY["lr"] * factor, variant.hash_lr * factor], rel=1e-6)
@@ -347,6 +378,12 @@ def test_bad_input(fitted, tmp_path, cli_error):
     toml.write_text("anneal_lr_factor = 0.0\n")
     line = cli_error(["relight", "fit", str(data), "--method", "nerd", "--config", str(toml), "--out", str(tmp_path / "run"), "--steps", "1", "--device", "cpu", "--quiet"])
     assert line == "physinv: error: anneal_lr_factor: must be in (0, 1], got 0.0"
+    toml.write_text('encoding = "hashgrid"\nanneal_fraction = 0.0\nrestart_roughness = true\n')
+    line = cli_error(["relight", "fit", str(data), "--method", "nerd", "--config", str(toml), "--out", str(tmp_path / "run"), "--steps", "1", "--device", "cpu", "--quiet"])
+    assert line == "physinv: error: restart_roughness: restarts the roughness when annealing begins; set anneal_fraction > 0 (or restart_roughness = false)"
+    toml.write_text("restart_roughness = true\n")
+    line = cli_error(["relight", "fit", str(data), "--config", str(toml), "--out", str(tmp_path / "run"), "--steps", "1", "--device", "cpu", "--quiet"])
+    assert line == "physinv: error: restart_roughness: a NeRD option (--method nerd); PhySG's roughness is one global parameter"
     toml.write_text("val_fraction = 0.01\n")
     line = cli_error(["relight", "fit", str(data), "--config", str(toml), "--out", str(tmp_path / "run"), "--steps", "1", "--device", "cpu", "--quiet"])
     assert line == "physinv: error: val_fraction: 0.01 is a NeRD option (--method nerd); PhySG keeps its last model"
