@@ -73,7 +73,7 @@ class RelightConfig:
     schedule. Default 0 for the paper's networks; 0.25 for the hash-grid variant, whose constant
     rate (and 256-ray batches) leaves it on a noisy plateau: annealing x0.01 for 10 minutes after a
     60-minute run raised its novel views by 0.27 dB where 10 more minutes at the same rate gave
-    -0.01 dB; the 60-minute benchmark run scores 33.95 dB with these defaults, 33.70 without
+    -0.01 dB; the 60-minute benchmark run scored 33.95 dB with it and early stopping, 33.70 without
     (benchmarks/RESULTS.md). A short run far from that plateau loses by annealing (1.1-1.9 dB on
     the tests' 300-step fit).
     restart_roughness: when annealing begins, restart the BRDF decoder's roughness output at 0.5
