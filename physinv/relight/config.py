@@ -146,14 +146,15 @@ def resolve(cfg: RelightConfig) -> RelightConfig:
     table = NERD_PRESETS if cfg.method == "nerd" else PRESETS
     values = {k: (v if getattr(cfg, k) is None else getattr(cfg, k)) for k, v in table[cfg.preset].items()}
     values["lobes"] = cfg.lobes if cfg.lobes is not None else (24 if cfg.method == "nerd" else 128)
-    if cfg.method == "nerd" and cfg.encoding == "hashgrid" and cfg.net_depth is None:
+    hash_nerd = cfg.method == "nerd" and cfg.encoding == "hashgrid"  # the faster variant's own defaults
+    if hash_nerd and cfg.net_depth is None:
         values["net_depth"] = HASHGRID_NET_DEPTH
     if cfg.val_fraction is None:
-        values["val_fraction"] = HASHGRID_VAL_FRACTION if cfg.method == "nerd" and cfg.encoding == "hashgrid" else 0.0
+        values["val_fraction"] = HASHGRID_VAL_FRACTION if hash_nerd else 0.0
     if cfg.anneal_fraction is None:
-        values["anneal_fraction"] = HASHGRID_ANNEAL_FRACTION if cfg.method == "nerd" and cfg.encoding == "hashgrid" else 0.0
+        values["anneal_fraction"] = HASHGRID_ANNEAL_FRACTION if hash_nerd else 0.0
     if cfg.restart_roughness is None:  # with the annealing it waits for
-        values["restart_roughness"] = cfg.method == "nerd" and cfg.encoding == "hashgrid" and values.get("anneal_fraction", cfg.anneal_fraction) > 0
+        values["restart_roughness"] = hash_nerd and values.get("anneal_fraction", cfg.anneal_fraction) > 0
     if "sdf_skips" in values:
         values["sdf_skips"] = list(values["sdf_skips"])
     out = replace(cfg, **values)

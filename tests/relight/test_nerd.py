@@ -369,24 +369,20 @@ def test_bad_input(fitted, tmp_path, cli_error):
     line = cli_error(["relight", "fit", str(data), "--encoding", "hashgrid", "--out", str(tmp_path / "run"), "--steps", "1", "--device", "cpu", "--quiet"])
     assert line == "physinv: error: encoding: 'hashgrid' is a NeRD option (--method nerd); PhySG's networks take Fourier features only"
     toml = tmp_path / "grid.toml"
-    toml.write_text('encoding = "hashgrid"\nhash_features = 3\n')
-    line = cli_error(["relight", "fit", str(data), "--method", "nerd", "--config", str(toml), "--out", str(tmp_path / "run"), "--steps", "1", "--device", "cpu", "--quiet"])
-    assert line == "physinv: error: hash_features: must be 1, 2, 4 or 8, got 3"
-    toml.write_text("val_fraction = 1.0\n")
-    line = cli_error(["relight", "fit", str(data), "--method", "nerd", "--config", str(toml), "--out", str(tmp_path / "run"), "--steps", "1", "--device", "cpu", "--quiet"])
-    assert line == "physinv: error: val_fraction: must be in [0, 1), got 1.0"
-    toml.write_text("anneal_lr_factor = 0.0\n")
-    line = cli_error(["relight", "fit", str(data), "--method", "nerd", "--config", str(toml), "--out", str(tmp_path / "run"), "--steps", "1", "--device", "cpu", "--quiet"])
-    assert line == "physinv: error: anneal_lr_factor: must be in (0, 1], got 0.0"
-    toml.write_text('encoding = "hashgrid"\nanneal_fraction = 0.0\nrestart_roughness = true\n')
-    line = cli_error(["relight", "fit", str(data), "--method", "nerd", "--config", str(toml), "--out", str(tmp_path / "run"), "--steps", "1", "--device", "cpu", "--quiet"])
-    assert line == "physinv: error: restart_roughness: restarts the roughness when annealing begins; set anneal_fraction > 0 (or restart_roughness = false)"
-    toml.write_text("restart_roughness = true\n")
-    line = cli_error(["relight", "fit", str(data), "--config", str(toml), "--out", str(tmp_path / "run"), "--steps", "1", "--device", "cpu", "--quiet"])
-    assert line == "physinv: error: restart_roughness: a NeRD option (--method nerd); PhySG's roughness is one global parameter"
-    toml.write_text("val_fraction = 0.01\n")
-    line = cli_error(["relight", "fit", str(data), "--config", str(toml), "--out", str(tmp_path / "run"), "--steps", "1", "--device", "cpu", "--quiet"])
-    assert line == "physinv: error: val_fraction: 0.01 is a NeRD option (--method nerd); PhySG keeps its last model"
+    config_errors = [  # (TOML, --method nerd?, the one-line error)
+        ('encoding = "hashgrid"\nhash_features = 3\n', True, "hash_features: must be 1, 2, 4 or 8, got 3"),
+        ("val_fraction = 1.0\n", True, "val_fraction: must be in [0, 1), got 1.0"),
+        ("anneal_lr_factor = 0.0\n", True, "anneal_lr_factor: must be in (0, 1], got 0.0"),
+        ('encoding = "hashgrid"\nanneal_fraction = 0.0\nrestart_roughness = true\n', True,
+         "restart_roughness: restarts the roughness when annealing begins; set anneal_fraction > 0 (or restart_roughness = false)"),
+        ("restart_roughness = true\n", False, "restart_roughness: a NeRD option (--method nerd); PhySG's roughness is one global parameter"),
+        ("val_fraction = 0.01\n", False, "val_fraction: 0.01 is a NeRD option (--method nerd); PhySG keeps its last model"),
+    ]
+    for text, nerd, message in config_errors:
+        toml.write_text(text)
+        method = ["--method", "nerd"] if nerd else []
+        line = cli_error(["relight", "fit", str(data), *method, "--config", str(toml), "--out", str(tmp_path / "run"), "--steps", "1", "--device", "cpu", "--quiet"])
+        assert line == f"physinv: error: {message}"
     assert not (tmp_path / "run").exists()  # checked before anything is written
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
     line = cli_error(["relight", "fit", str(data), "--method", "nerd", "--out", str(run), "--steps", "1", "--lobes", "12", "--device", "cpu", "--quiet"])
